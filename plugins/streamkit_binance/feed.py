@@ -1,0 +1,207 @@
+"""Binance spot feed: combined-stream connection, live SUBSCRIBE with acks, and decoding.
+
+Channels -> streams: ``trades`` -> ``<sym>@aggTrade``, ``bbo`` -> ``<sym>@bookTicker``,
+``l2_book`` -> ``<sym>@depth@100ms`` (synchronised with REST snapshots), ``ticker`` ->
+``<sym>@ticker``, ``candles`` -> ``<sym>@kline_1m``. Symbols: ``BTC-USDT`` <-> ``BTCUSDT``.
+
+Keepalive: Binance pings every 20 s and libcurl answers its pings, so the client sends no
+heartbeat of its own; liveness is judged by the staleness watchdog.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import msgspec
+
+from streamkit.feed import (
+    ConnectionPlan,
+    DecodeError,
+    Feed,
+    FeedProtocol,
+    Heartbeat,
+    HttpGet,
+    Limits,
+    Output,
+    Reconnect,
+    Stream,
+    SubscribeRequest,
+    chunked,
+)
+from streamkit.model import BBO, Candle, Status, StatusEvent, Ticker, Trade
+
+from streamkit_binance import schemas, symbols
+from streamkit_binance.depth_sync import DepthSync
+
+STREAM_SUFFIX = {
+    "trades": "@aggTrade",
+    "bbo": "@bookTicker",
+    "l2_book": "@depth@100ms",
+    "ticker": "@ticker",
+    "candles": "@kline_1m",
+}
+
+_MS = 1_000_000  # Binance times are ms; records carry ns
+
+
+class BinanceFeed(Feed):
+    """Binance spot public market data."""
+
+    id: ClassVar[str] = "binance"
+    channels: ClassVar[frozenset[str]] = frozenset(STREAM_SUFFIX)
+    default_url: ClassVar[str] = "wss://stream.binance.com:9443/stream"
+    default_rest_url: ClassVar[str | None] = "https://api.binance.com"
+    limits: ClassVar[Limits] = Limits(
+        max_streams_per_connection=1024,
+        # Binance documents no per-message cap; 200 keeps each SUBSCRIBE well under frame
+        # limits and the 5 messages/s pace still subscribes 1,000 streams in one second.
+        max_streams_per_message=200,
+        max_messages_per_second=5.0,
+        max_connects=300,
+        connect_window=300.0,
+        max_connection_age=24 * 3600.0,
+    )
+    heartbeat: ClassVar[Heartbeat] = Heartbeat()
+
+    def exchange_symbol(self, symbol: str) -> str:
+        return symbols.to_exchange(symbol)
+
+    def normalize_symbol(self, exchange_symbol: str) -> str:
+        return symbols.to_normalized(exchange_symbol)
+
+    def stream_name(self, channel: str, symbol: str) -> str:
+        return self.exchange_symbol(symbol).lower() + STREAM_SUFFIX[channel]
+
+    def protocol(self, plan: ConnectionPlan, connection: str) -> BinanceProtocol:
+        return BinanceProtocol(self, plan, connection)
+
+
+class BinanceProtocol(FeedProtocol):
+    """One combined-stream connection."""
+
+    def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
+        super().__init__(feed, plan, connection)
+        # stream name -> (channel, normalized symbol): one dict lookup routes each frame.
+        self.routes: dict[str, tuple[str, str]] = {s.name: (s.channel, s.symbol) for s in plan.streams}
+        self.books: dict[str, DepthSync] = {}
+        depth = min(feed.config.book_depth, 5000)
+        for s in plan.streams:
+            if s.channel == "l2_book":
+                ex = feed.exchange_symbol(s.symbol)
+                url = f"{feed.rest_url}/api/v3/depth?symbol={ex}&limit={depth}"
+                self.books[s.symbol] = DepthSync(feed.id, s.symbol, connection, url)
+        self._next_id = 1
+
+    def url(self) -> str:
+        return self.feed.url
+
+    def subscriptions(self) -> list[SubscribeRequest]:
+        requests = []
+        for group in chunked(self.plan.streams, self.feed.limits.max_streams_per_message):
+            rid = self._next_id
+            self._next_id += 1
+            payload = json.dumps(
+                {"method": "SUBSCRIBE", "params": [s.name for s in group], "id": rid},
+                separators=(",", ":"),
+            ).encode()
+            requests.append(SubscribeRequest(str(rid), group, payload))
+        return requests
+
+    def on_message(self, data: bytes, recv_ts: int, out: Output) -> bool:
+        env = schemas.envelope_decoder.decode(data)
+        stream = env.stream
+        if stream is not None and env.data:
+            route = self.routes.get(stream)
+            if route is None:
+                if stream == "!serverShutdown":
+                    out.actions.append(Reconnect("server announced shutdown"))
+                    return False
+                raise DecodeError(f"data for a stream this connection did not subscribe: {stream}")
+            self._decode_data(route[0], route[1], env.data, recv_ts, out)
+            return True
+        if env.id is not None:
+            if env.code is not None:
+                out.rejects.append((str(env.id), f"code {env.code}: {env.msg}"))
+            else:
+                out.acks.append(str(env.id))
+            return False
+        if env.code is not None:
+            out.records.append(
+                Status(
+                    exchange=self.exchange, symbol=None, ts=None, recv_ts=recv_ts,
+                    event=StatusEvent.ERROR, detail=f"code {env.code}: {env.msg}",
+                    connection=self.connection,
+                )
+            )
+            return False
+        if not env.data and env.stream is None and b"serverShutdown" in data:
+            out.actions.append(Reconnect("server announced shutdown"))
+            return False
+        raise DecodeError("unexpected message shape")
+
+    def _decode_data(
+        self, channel: str, symbol: str, raw: msgspec.Raw, recv_ts: int, out: Output
+    ) -> None:
+        exchange = self.exchange
+        if channel == "trades":
+            t = schemas.agg_trade_decoder.decode(raw)
+            out.records.append(
+                Trade(
+                    exchange=exchange, symbol=symbol, ts=t.trade_time * _MS, recv_ts=recv_ts,
+                    price=t.price, size=t.qty,
+                    # m=true: the buyer was the maker, so the taker sold.
+                    side="sell" if t.buyer_is_maker else "buy",
+                    id=str(t.agg_id),
+                )
+            )
+        elif channel == "bbo":
+            b = schemas.book_ticker_decoder.decode(raw)
+            out.records.append(
+                BBO(
+                    exchange=exchange, symbol=symbol, ts=None, recv_ts=recv_ts,
+                    bid_price=b.bid_price, bid_size=b.bid_qty,
+                    ask_price=b.ask_price, ask_size=b.ask_qty,
+                )
+            )
+        elif channel == "l2_book":
+            self.books[symbol].on_diff(schemas.depth_update_decoder.decode(raw), recv_ts, out)
+        elif channel == "ticker":
+            k = schemas.ticker_decoder.decode(raw)
+            out.records.append(
+                Ticker(
+                    exchange=exchange, symbol=symbol, ts=k.event_time * _MS, recv_ts=recv_ts,
+                    last=k.last, bid=k.bid, ask=k.ask, open_24h=k.open, high_24h=k.high,
+                    low_24h=k.low, volume_24h=k.volume, quote_volume_24h=k.quote_volume,
+                )
+            )
+        elif channel == "candles":
+            e = schemas.kline_decoder.decode(raw)
+            c = e.kline
+            out.records.append(
+                Candle(
+                    exchange=exchange, symbol=symbol, ts=e.event_time * _MS, recv_ts=recv_ts,
+                    interval=c.interval, start=c.start * _MS, end=c.end * _MS, open=c.open,
+                    high=c.high, low=c.low, close=c.close, volume=c.volume, closed=c.closed,
+                    trades=c.trades,
+                )
+            )
+
+    def on_http(
+        self, request: HttpGet, status: int, body: bytes, recv_ts: int, out: Output
+    ) -> None:
+        sync = self.books.get(request.tag)
+        if sync is None:
+            return
+        if status != 200:
+            sync.on_snapshot_failed(f"HTTP {status}: {body[:200]!r}", recv_ts, out)
+            return
+        try:
+            snap = schemas.depth_snapshot_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            sync.on_snapshot_failed(f"bad snapshot body: {exc}", recv_ts, out)
+            return
+        sync.on_snapshot(snap, recv_ts, out)
+
+
+__all__ = ["BinanceFeed", "BinanceProtocol", "Stream"]

@@ -1,0 +1,305 @@
+"""The YAML configuration: typed Structs, and loading with errors that point at the bad key.
+
+``load_config(path)`` returns an :class:`AppConfig` or raises :class:`ConfigError` whose
+``problems`` are ``(key_path, message)`` pairs such as
+``("feeds[0].transport.recv_queue_sise", "unknown key (did you mean 'recv_queue_size'?)")``.
+Nothing in here touches the network or imports plugins: ``validate_plugins`` (in
+:mod:`streamkit.app`) checks exchange ids and channels against the installed feeds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+from streamkit.errors import ConfigError
+from streamkit.transport.options import TransportOptions
+
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A market-data config is a few KB; refusing anything over 1 MiB keeps a mistaken path (a
+capture file, a binary) from being parsed at all."""
+
+_Positive = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Config sections reject unknown keys: a typo must never silently fall back to a default."""
+
+
+class BackoffOptions(_Strict):
+    """Reconnect delays: capped exponential with full jitter (delay drawn from
+    ``[0, min(max, initial * multiplier**attempt)]``). ``reset_after``: a connection that
+    streamed this long resets the attempt counter."""
+
+    initial: _Positive = 0.5
+    max: _Positive = 30.0
+    multiplier: Annotated[float, msgspec.Meta(ge=1)] = 2.0
+    reset_after: _Positive = 60.0
+
+
+class FeedConfig(_Strict):
+    """One exchange feed.
+
+    exchange: plugin id (``streamkit feeds`` lists them).
+    symbols: normalized symbols (``BTC-USDT``, ``BTC-USDT-PERP``).
+    channels: normalized channel names (``trades``, ``bbo``, ``l2_book``, ...).
+    url: WebSocket URL override, or ``simulator`` for this config's built-in simulator.
+    rest_url: REST base URL override (scheme, host, port), or ``simulator``.
+    name: label used in logs, status records and metrics (default: the exchange id).
+    transport: options of the WebSocket transport.
+    stale_after: seconds without a data frame (heartbeats do not count) before the
+        connection is declared stale and replaced.
+    connect_timeout: seconds allowed for connect + subscribe acknowledgements.
+    pong_timeout: seconds to wait for a heartbeat answer before declaring the connection dead.
+    reconnect: backoff between reconnect attempts.
+    book_depth: depth of the REST snapshot used to seed books (plugins cap it to the venue's).
+    options: plugin-specific settings (each plugin documents its own).
+    """
+
+    exchange: str
+    symbols: list[str]
+    channels: list[str]
+    url: str | None = None
+    rest_url: str | None = None
+    name: str | None = None
+    transport: TransportOptions = TransportOptions()
+    stale_after: _Positive = 30.0
+    connect_timeout: _Positive = 10.0
+    pong_timeout: _Positive = 10.0
+    reconnect: BackoffOptions = BackoffOptions()
+    book_depth: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    options: dict[str, Any] = {}
+
+    @property
+    def label(self) -> str:
+        return self.name or self.exchange
+
+
+Policy = Literal["block", "drop_oldest", "conflate", "disconnect"]
+
+
+class _SinkBase(_Strict, tag_field="type"):
+    """What every sink shares: which records it takes, and its queue.
+
+    types: record type names to take (``trade``, ``book``, ...; empty: all types).
+    exchange / symbol: patterns with ``*`` wildcards (``BTC-*``).
+    queue_size and policy: the sink's own subscriber queue and what happens when it is full.
+    """
+
+    types: list[str] = []
+    exchange: str = "*"
+    symbol: str = "*"
+    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    policy: Policy = "block"
+
+
+class JsonlSinkConfig(_SinkBase, tag="jsonl", kw_only=True):
+    """Append every record as one JSON object per line (the DESIGN.md record contract).
+    ``flush_interval``: seconds between flushes to disk (records are also flushed on exit)."""
+
+    path: str
+    flush_interval: _Positive = 1.0
+
+
+class ConsoleSinkConfig(_SinkBase, tag="console", kw_only=True):
+    """Print records to stdout, one line each (``format: text`` or ``json``)."""
+
+    format: Literal["text", "json"] = "text"
+    policy: Policy = "drop_oldest"
+
+
+SinkConfig = JsonlSinkConfig | ConsoleSinkConfig
+
+
+class SimulatorConfig(_Strict):
+    """Start the built-in exchange simulator (127.0.0.1 only unless ``host`` says otherwise).
+
+    Feeds whose ``url``/``rest_url`` is ``simulator`` are pointed at it.
+    """
+
+    exchange: Literal["binance"] = "binance"
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    rate: _Positive = 50.0
+
+
+class SupervisionConfig(_Strict):
+    """Restart intensity: more than ``max_restarts`` within ``within`` seconds escalates."""
+
+    max_restarts: Annotated[int, msgspec.Meta(ge=0)] = 10
+    within: _Positive = 60.0
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class AppConfig(_Strict):
+    """A whole ``streamkit run`` configuration."""
+
+    feeds: list[FeedConfig]
+    sinks: list[SinkConfig] = []
+    simulator: SimulatorConfig | None = None
+    supervision: SupervisionConfig = SupervisionConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases: they are never needed in a config and they are how
+    "billion laughs" documents blow up memory."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                [("", f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed")]
+            )
+        return super().compose_node(parent, index)
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read, parse and validate a YAML config file. Raises :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([("", f"{p}: file is {size} bytes; configs are limited to 1 MiB")])
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([("", f"{p}: no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError([("", f"{p}: is a directory, not a config file")]) from None
+    except PermissionError:
+        raise ConfigError([("", f"{p}: permission denied")]) from None
+    return parse_config(raw, source=str(p))
+
+
+def parse_config(raw: bytes | str, source: str = "<config>") -> AppConfig:
+    """Parse and validate YAML text. Raises :class:`ConfigError`."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                [("", f"{source}: not UTF-8 text (bad byte at offset {exc.start})")]
+            ) from None
+    else:
+        text = raw
+    try:
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([("", f"{source}: invalid YAML: {exc}")]) from None
+    if data is None:
+        raise ConfigError([("", f"{source}: the config is empty; it needs at least 'feeds'")])
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"{source}: the top level must be a mapping of keys")])
+    return validate_data(data)
+
+
+def validate_data(data: dict[str, Any]) -> AppConfig:
+    """Convert parsed YAML into an :class:`AppConfig`, naming the key path of any error."""
+    try:
+        config = msgspec.convert(data, AppConfig, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError([_explain(str(exc), data)]) from None
+    problems = _semantic_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`")
+
+
+def _explain(message: str, data: Any) -> tuple[str, str]:
+    """Turn msgspec's ``"<msg> - at `$.a[0].b`"`` into ``("a[0].b", friendlier message)``."""
+    m = _AT.match(message)
+    assert m is not None
+    msg, path = m.group("msg"), (m.group("path") or "").lstrip(".")
+    unknown = _UNKNOWN.match(msg)
+    if unknown:
+        key = unknown.group("key")
+        full = f"{path}.{key}" if path else key
+        hint = _suggest(key, _struct_for_path(path))
+        return full, f"unknown key{hint}"
+    if msg.startswith("Object missing required field"):
+        key = msg.split("`")[1]
+        return (f"{path}.{key}" if path else key), "required key is missing"
+    return path, msg
+
+
+def _struct_for_path(path: str) -> type[msgspec.Struct] | None:
+    """The Struct type expected at a key path (for 'did you mean' suggestions)."""
+    current: Any = AppConfig
+    for part in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", path):
+        fields = {f.name: f.type for f in msgspec.structs.fields(current)} if _is_struct(
+            current
+        ) else {}
+        t = fields.get(part)
+        if t is None:
+            return None
+        current = _unwrap(t)
+    return current if _is_struct(current) else None
+
+
+def _is_struct(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, msgspec.Struct)
+
+
+def _unwrap(t: Any) -> Any:
+    """list[X] / X | None / Annotated[X, ...] -> X (the first Struct inside, if any)."""
+    args = getattr(t, "__args__", None)
+    if _is_struct(t) or not args:
+        return t
+    for arg in args:
+        inner = _unwrap(arg)
+        if _is_struct(inner):
+            return inner
+    return t
+
+
+def _suggest(key: str, struct: type[msgspec.Struct] | None) -> str:
+    if struct is None:
+        return ""
+    names = [f.name for f in msgspec.structs.fields(struct)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (valid keys: {', '.join(names)})"
+
+
+def _semantic_problems(config: AppConfig) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if not config.feeds:
+        problems.append(("feeds", "at least one feed is required"))
+    for i, feed in enumerate(config.feeds):
+        if not feed.symbols:
+            problems.append((f"feeds[{i}].symbols", "at least one symbol is required"))
+        if not feed.channels:
+            problems.append((f"feeds[{i}].channels", "at least one channel is required"))
+        for key in ("url", "rest_url"):
+            if getattr(feed, key) == "simulator" and config.simulator is None:
+                problems.append(
+                    (f"feeds[{i}].{key}", "'simulator' needs a top-level 'simulator:' section")
+                )
+        if feed.transport.ca_file is not None and not Path(feed.transport.ca_file).is_file():
+            problems.append(
+                (f"feeds[{i}].transport.ca_file", f"no such file: {feed.transport.ca_file}")
+            )
+    labels = [f.label for f in config.feeds]
+    for i, label in enumerate(labels):
+        if labels.index(label) != i:
+            problems.append(
+                (f"feeds[{i}].name", f"two feeds are named {label!r}; give each a unique 'name'")
+            )
+    return problems

@@ -1,0 +1,278 @@
+"""The Feed plugin API.
+
+A feed is pure protocol logic (no I/O): the connection actor moves bytes, the feed turns them
+into records and tells the actor what to do next. Two classes make a plugin:
+
+- :class:`Feed` (one per configured feed): declares the exchange id, channels, URLs, limits and
+  heartbeat policy, maps symbols both ways, and shards the subscriptions over connections.
+- :class:`FeedProtocol` (one per connection *attempt*): the sans-I/O state of one connection.
+  ``on_message`` decodes a frame, appending records to ``out.records`` and requests for the
+  actor (:class:`HttpGet`, :class:`Send`, :class:`Reconnect`, ...) to ``out.actions``. A new
+  protocol object is made for every reconnect, so no state survives a broken connection.
+
+Plugins are found through the ``streamkit.feeds`` entry-point group (see :mod:`streamkit.plugins`).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from streamkit.model import Record
+
+if TYPE_CHECKING:
+    from streamkit.config import FeedConfig
+
+
+class DecodeError(ValueError):
+    """A frame could not be understood. The actor counts it, logs one sample, publishes a
+    ``decode_error`` status record and goes on with the next frame."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the exchange allows; the runtime shards and paces to stay inside it.
+
+    max_streams_per_connection: subscriptions one connection may carry.
+    max_streams_per_message: subscriptions one subscribe message may carry.
+    max_messages_per_second: messages the client may send per connection.
+    max_connects: connection attempts allowed per ``connect_window`` seconds (per process).
+    max_connection_age: the venue drops connections after this many seconds; the actor
+        reconnects shortly before (None: no such limit).
+    """
+
+    max_streams_per_connection: int = 100
+    max_streams_per_message: int = 50
+    max_messages_per_second: float = 5.0
+    max_connects: int = 300
+    connect_window: float = 300.0
+    max_connection_age: float | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Client-side keepalive.
+
+    interval: seconds between client heartbeats (None: the client sends none, e.g. when the
+        server pings and libcurl answers its pings).
+    payload: application-level heartbeat to send as a text message (``b"ping"``); None sends a
+        WebSocket ping frame. The protocol's ``on_message`` reports the answer by setting
+        ``out.pong = True``; no answer within the feed's ``pong_timeout`` kills the connection.
+    """
+
+    interval: float | None = None
+    payload: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One subscription: a normalized (channel, symbol) and the exchange's name for it."""
+
+    channel: str
+    symbol: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ConnectionPlan:
+    """The streams one connection carries. ``index`` numbers connections within a feed."""
+
+    index: int
+    streams: tuple[Stream, ...]
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """One subscribe message. ``key`` is what the exchange echoes in its ack (a request id);
+    the actor's ledger marks ``streams`` confirmed when ``out.acks`` contains ``key``."""
+
+    key: str
+    streams: tuple[Stream, ...]
+    payload: bytes
+
+
+# --- actions a protocol asks of its actor --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpGet:
+    """Fetch ``url``; the actor calls ``protocol.on_http(request, status, body, recv_ts, out)``
+    with the answer (status 0 and an empty body when the request failed)."""
+
+    url: str
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send a text message now (e.g. answering a server's test request)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """Drop this connection and reconnect (e.g. the server announced a shutdown)."""
+
+    reason: str
+    immediate: bool = True
+
+
+Action = HttpGet | Send | Reconnect
+
+
+@dataclass(slots=True)
+class Output:
+    """What decoding produced. The actor reuses one Output per batch of frames."""
+
+    records: list[Record] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    acks: list[str] = field(default_factory=list)
+    rejects: list[tuple[str, str]] = field(default_factory=list)
+    pong: bool = False
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.actions.clear()
+        self.acks.clear()
+        self.rejects.clear()
+        self.pong = False
+
+
+class FeedProtocol(abc.ABC):
+    """The sans-I/O state of one connection attempt. Subclass per exchange."""
+
+    def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
+        self.feed = feed
+        self.plan = plan
+        self.connection = connection
+        """Name of the connection (``<feed label>/<index>``) for status records and logs."""
+
+    @property
+    def exchange(self) -> str:
+        return self.feed.id
+
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The WebSocket URL to connect to."""
+
+    @abc.abstractmethod
+    def subscriptions(self) -> list[SubscribeRequest]:
+        """Every subscribe message for this connection, in order. Called once per connection;
+        the actor paces them within ``feed.limits``."""
+
+    def on_connected(self, recv_ts: int, out: Output) -> None:  # noqa: B027 - optional hook
+        """Called once the WebSocket is open, before any subscription is sent."""
+
+    @abc.abstractmethod
+    def on_message(self, data: bytes, recv_ts: int, out: Output) -> bool:
+        """Decode one frame into ``out``. Returns True when the frame carried market data
+        (this is what keeps the staleness watchdog quiet; heartbeats and acks return False).
+        Raises :class:`DecodeError` (or msgspec's errors) for a frame it cannot understand.
+        Must not block and must not do I/O."""
+
+    def on_http(  # noqa: B027 - optional hook
+        self, request: HttpGet, status: int, body: bytes, recv_ts: int, out: Output
+    ) -> None:
+        """The answer to an :class:`HttpGet` this protocol asked for."""
+
+    def heartbeat_payload(self) -> bytes | None:
+        """The application-level heartbeat to send (default: the feed's ``Heartbeat.payload``)."""
+        return self.feed.heartbeat.payload
+
+
+class Feed(abc.ABC):
+    """Base class of exchange plugins. Subclass it, set the class attributes, implement
+    ``exchange_symbol``/``normalize_symbol``/``stream_name``/``protocol``, and register the
+    class under the ``streamkit.feeds`` entry-point group.
+    """
+
+    id: ClassVar[str]
+    """Exchange id used in configs (``binance``)."""
+    channels: ClassVar[frozenset[str]]
+    """Normalized channel names this plugin supports."""
+    default_url: ClassVar[str]
+    default_rest_url: ClassVar[str | None] = None
+    limits: ClassVar[Limits] = Limits()
+    heartbeat: ClassVar[Heartbeat] = Heartbeat()
+
+    def __init__(self, config: FeedConfig, *, url: str | None = None, rest_url: str | None = None):
+        self.config = config
+        self.url = url or config.url or self.default_url
+        self.rest_url = rest_url or config.rest_url or self.default_rest_url
+        self.label = config.label
+
+    # --- symbols ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def exchange_symbol(self, symbol: str) -> str:
+        """Normalized symbol (``BTC-USDT``) -> the exchange's (``BTCUSDT``). Raises ValueError
+        for a symbol this venue cannot have."""
+
+    @abc.abstractmethod
+    def normalize_symbol(self, exchange_symbol: str) -> str:
+        """The exchange's symbol -> normalized; the exact inverse of :meth:`exchange_symbol`."""
+
+    @abc.abstractmethod
+    def stream_name(self, channel: str, symbol: str) -> str:
+        """The exchange's subscription name for a normalized channel and symbol."""
+
+    # --- planning --------------------------------------------------------------------------
+
+    def streams(self) -> list[Stream]:
+        """Every (channel, symbol) subscription the config asks for, symbol-major so that one
+        symbol's channels land on the same connection."""
+        return [
+            Stream(channel, symbol, self.stream_name(channel, symbol))
+            for symbol in self.config.symbols
+            for channel in self.config.channels
+        ]
+
+    def plan(self) -> list[ConnectionPlan]:
+        """Shard the streams over as few connections as the limits allow, evenly, never
+        splitting one symbol's channels across connections when they fit on one."""
+        streams = self.streams()
+        per_conn = self.limits.max_streams_per_connection
+        n = max(1, math.ceil(len(streams) / per_conn))
+        per_symbol = len(self.config.channels)
+        size = math.ceil(len(streams) / n)
+        if per_symbol <= per_conn:
+            # round the shard size up to whole symbols where that still fits the limit
+            whole = math.ceil(size / per_symbol) * per_symbol
+            size = whole if whole <= per_conn else size
+        return [
+            ConnectionPlan(i, tuple(streams[start : start + size]))
+            for i, start in enumerate(range(0, len(streams), size))
+        ]
+
+    @abc.abstractmethod
+    def protocol(self, plan: ConnectionPlan, connection: str) -> FeedProtocol:
+        """A fresh protocol state for one connection attempt."""
+
+    def check(self) -> list[tuple[str, str]]:
+        """Problems with the config for this plugin as ``(key, message)`` pairs (unknown
+        channels, impossible symbols). The key is relative to the feed's config entry."""
+        problems: list[tuple[str, str]] = []
+        for i, channel in enumerate(self.config.channels):
+            if channel not in self.channels:
+                problems.append(
+                    (
+                        f"channels[{i}]",
+                        f"{self.id} has no channel {channel!r} "
+                        f"(it has: {', '.join(sorted(self.channels))})",
+                    )
+                )
+        for i, symbol in enumerate(self.config.symbols):
+            try:
+                self.exchange_symbol(symbol)
+            except ValueError as exc:
+                problems.append((f"symbols[{i}]", str(exc)))
+        return problems
+
+
+def chunked(items: Sequence[Stream], size: int) -> list[tuple[Stream, ...]]:
+    """Split streams into tuples of at most ``size`` (for per-message subscription limits)."""
+    return [tuple(items[i : i + size]) for i in range(0, len(items), size)]
