@@ -1,0 +1,525 @@
+"""The simulator itself: an aiohttp server speaking Binance spot's market-stream protocol.
+
+Endpoints (``BinanceSimulator.rest_url`` is the base):
+
+* ``GET /stream?streams=a/b`` - WebSocket, combined streams (``{"stream":..,"data":..}``);
+* ``GET /ws`` and ``GET /ws/<a>/<b>`` - WebSocket, raw payloads;
+* ``GET /api/v3/depth?symbol=NKNUSDT&limit=N`` - the simulator's current book, Binance REST JSON;
+* ``GET /api/v3/ping``, ``GET /api/v3/time`` - as Binance;
+* ``POST /_sim/fault`` (JSON :class:`~streamkit.simulator.faults.Fault`) -> ``{"affected": n}``;
+* ``GET /_sim/stats`` -> :class:`~streamkit.simulator.stats.SimulatorStats` as JSON;
+* ``GET /_sim/book?symbol=NKNUSDT`` -> the authoritative book as
+  ``{"last_update_id":..,"bids":{price:qty},"asks":{..}}``.
+
+Data flow: one producer task per symbol steps its :class:`~.replay.SymbolFeed` ``rate`` times a
+second and fans each event out to the subscribed connections' own queues, so no producer
+ever waits for a socket. Frames are encoded once per event (and wrapped once per stream
+name for combined-stream subscribers), not once per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Final, Self, TypedDict, Unpack
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from streamkit.simulator.binance import (
+    CLOSE_GOING_AWAY,
+    DEFAULT_MAX_LIFETIME,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PONG_TIMEOUT,
+    MAX_INCOMING_MESSAGES_PER_SECOND,
+    MAX_STREAMS_PER_CONNECTION,
+    Channel,
+    is_valid_stream_name,
+    parse_depth_limit,
+    parse_stream_name,
+    rest_error,
+    split_streams,
+    stream_names,
+    wrap_combined,
+)
+from streamkit.simulator.book import BookState
+from streamkit.simulator.capture import load_capture
+from streamkit.simulator.connection import ClientConnection, ConnectionSettings
+from streamkit.simulator.faults import CONNECTION_FAULTS, Fault, FaultError, decode_fault
+from streamkit.simulator.replay import SymbolFeed
+from streamkit.simulator.stats import ConnectionStats, SimulatorStats
+
+log = structlog.get_logger("streamkit.simulator")
+
+DEFAULT_RATE: Final = 10.0
+"""Events per second on each stream of each symbol."""
+
+# Producers wake at most every 5 ms and emit the events due since the last wake-up, so high
+# rates cost a few wake-ups per second rather than one per event.
+_MIN_TICK: Final = 0.005
+_CLOSED_STATS_KEPT: Final = 1000
+
+# Binance REST error messages.
+_TOO_MANY_REQUESTS: Final = "Too many requests; please use the websocket for live updates."
+_MISSING_SYMBOL: Final = "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+_BAD_LIMIT: Final = "Illegal characters found in parameter 'limit'; legal range is '1-5000'."
+
+
+class SimulatorOptions(TypedDict, total=False):
+    """Keyword options of :class:`BinanceSimulator` besides host, port and rate."""
+
+    ping_interval: float
+    pong_timeout: float
+    max_lifetime: float
+    max_streams: int
+    max_incoming_per_second: int
+    max_pending: int
+    replay_once: bool
+    aliases: Mapping[str, str]
+    close_timeout: float
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+class BinanceSimulator:
+    """A local, offline Binance spot market-data server replaying captured frames.
+
+    Args:
+        host: interface to bind (default loopback only).
+        port: TCP port; 0 picks a free one (read it back from :attr:`port` after start).
+        rate: events per second on *each stream of each symbol* (a connection subscribed to
+            ``nknusdt@depth@100ms`` and ``nknusdt@bookTicker`` at ``rate=100`` receives about
+            200 messages/s).
+        ping_interval: seconds between WS PINGs (Binance: 20).
+        pong_timeout: close (1008) when a ping stays unanswered this long (Binance: 60).
+        max_lifetime: seconds after which a connection is closed (1001); Binance: 24 h.
+        max_streams: streams per connection (Binance: 1024); beyond, SUBSCRIBE is refused.
+        max_incoming_per_second: counted client frames per second before the connection is
+            closed (Binance: 5; see :mod:`.connection` for what counts).
+        max_pending: frames queued for one client before it is closed as a slow consumer.
+        replay_once: send each captured sequence once, byte-exact, in file order (a symbol's
+            replay starts when its first stream is subscribed), instead of looping forever.
+        aliases: extra symbols served from another symbol's capture,
+            e.g. ``{"BTCUSDT": "NKNUSDT"}``; each gets its own book and ids.
+        close_timeout: seconds :meth:`stop` waits for connections to close.
+
+    Use ``async with BinanceSimulator(...) as sim:`` or :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate: float = DEFAULT_RATE,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        pong_timeout: float = DEFAULT_PONG_TIMEOUT,
+        max_lifetime: float = DEFAULT_MAX_LIFETIME,
+        max_streams: int = MAX_STREAMS_PER_CONNECTION,
+        max_incoming_per_second: int = MAX_INCOMING_MESSAGES_PER_SECOND,
+        max_pending: int = 100_000,
+        replay_once: bool = False,
+        aliases: Mapping[str, str] | None = None,
+        close_timeout: float = 5.0,
+    ) -> None:
+        if not rate > 0 or not math.isfinite(rate):
+            raise ValueError("rate must be a positive number of events per second")
+        if not (ping_interval > 0 and pong_timeout > 0 and max_lifetime > 0):
+            raise ValueError("ping_interval, pong_timeout and max_lifetime must be > 0")
+        if max_streams < 1 or max_incoming_per_second < 1 or max_pending < 1:
+            raise ValueError("max_streams, max_incoming_per_second and max_pending must be >= 1")
+        self._host = host
+        self._requested_port = port
+        self._rate = float(rate)
+        self._replay_once = replay_once
+        self._close_timeout = close_timeout
+        self._settings = ConnectionSettings(
+            ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
+            max_lifetime=max_lifetime,
+            max_streams=max_streams,
+            max_incoming_per_second=max_incoming_per_second,
+            max_pending=max_pending,
+        )
+
+        capture = load_capture()
+        self._feeds: dict[str, SymbolFeed] = {
+            symbol: SymbolFeed(symbol, source, replay_once=replay_once)
+            for symbol, source in capture.symbols.items()
+        }
+        for alias, source_symbol in (aliases or {}).items():
+            source = capture.symbols.get(source_symbol.upper())
+            if source is None:
+                known = ", ".join(sorted(capture.symbols))
+                raise ValueError(f"alias source {source_symbol!r} is not captured ({known})")
+            self._feeds[alias.upper()] = SymbolFeed(alias, source, replay_once=replay_once)
+        # symbol -> channel -> the stream names its events are published under
+        self._stream_names: dict[str, dict[Channel, tuple[str, ...]]] = {
+            symbol: {ch: stream_names(symbol, ch) for ch in feed.channels}
+            for symbol, feed in self._feeds.items()
+        }
+
+        self._subscribers: dict[str, dict[int, ClientConnection]] = {}
+        self._connections: dict[int, ClientConnection] = {}
+        self._handlers: dict[int, asyncio.Task[object]] = {}
+        self._closed_stats: collections.deque[ConnectionStats] = collections.deque(
+            maxlen=_CLOSED_STATS_KEPT
+        )
+        self._accepted = 0
+        self._rejected = 0
+        self._faults: collections.Counter[str] = collections.Counter()
+        self._reject_remaining = 0
+        self._reject_fault: Fault | None = None
+        self._producers: dict[str, asyncio.Task[None]] = {}
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Bind and start serving; in loop mode every symbol's producer starts now."""
+        if self._runner is not None:
+            raise RuntimeError("simulator already started")
+        app = web.Application()
+        app.router.add_get("/stream", self._handle_ws)
+        app.router.add_get("/ws", self._handle_ws)
+        app.router.add_get("/ws/{streams:.+}", self._handle_ws)
+        app.router.add_get("/api/v3/depth", self._handle_depth)
+        app.router.add_get("/api/v3/ping", self._handle_ping)
+        app.router.add_get("/api/v3/time", self._handle_time)
+        app.router.add_post("/_sim/fault", self._handle_fault)
+        app.router.add_get("/_sim/stats", self._handle_stats)
+        app.router.add_get("/_sim/book", self._handle_book)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._requested_port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        if not self._replay_once:
+            for feed in self._feeds.values():
+                self._start_producer(feed)
+        log.info("simulator.started", ws_url=self.ws_url, rest_url=self.rest_url, rate=self._rate)
+
+    async def stop(self) -> None:
+        """Stop producers, close every connection (1001) and release the port. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        producers = list(self._producers.values())
+        self._producers.clear()
+        for task in producers:
+            task.cancel()
+        await asyncio.gather(*producers, return_exceptions=True)
+        for conn in list(self._connections.values()):
+            conn.close(CLOSE_GOING_AWAY, "Server stopping")
+        handlers = list(self._handlers.values())
+        if handlers:
+            _, still_open = await asyncio.wait(handlers, timeout=self._close_timeout)
+            for handler in still_open:
+                handler.cancel()
+        await runner.cleanup()
+        log.info("simulator.stopped")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (only after :meth:`start`)."""
+        if self._port is None:
+            raise RuntimeError("simulator not started")
+        return self._port
+
+    @property
+    def _authority(self) -> str:
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
+        host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+        return f"{host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """Combined-stream WebSocket URL, ``ws://127.0.0.1:PORT/stream`` (add
+        ``?streams=a/b`` or SUBSCRIBE after connecting)."""
+        return f"ws://{self._authority}/stream"
+
+    @property
+    def raw_ws_url(self) -> str:
+        """Raw-stream WebSocket URL, ``ws://127.0.0.1:PORT/ws`` (or ``/ws/<stream>``)."""
+        return f"ws://{self._authority}/ws"
+
+    @property
+    def rest_url(self) -> str:
+        """REST base, ``http://127.0.0.1:PORT`` (append ``/api/v3/depth?symbol=...``)."""
+        return f"http://{self._authority}"
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Served symbols (uppercase), captured ones first, then aliases."""
+        return tuple(self._feeds)
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    def book(self, symbol: str) -> BookState:
+        """A copy of ``symbol``'s authoritative book; KeyError for a symbol without one."""
+        feed = self._feeds.get(symbol.upper())
+        if feed is None or feed.book is None:
+            raise KeyError(f"no order book for {symbol!r}")
+        return feed.book.state()
+
+    @property
+    def stats(self) -> SimulatorStats:
+        """A snapshot of the counters."""
+        live = [msgspec.structs.replace(c.stats) for c in self._connections.values()]
+        closed = [msgspec.structs.replace(s) for s in self._closed_stats]
+        return SimulatorStats(
+            connections_accepted=self._accepted,
+            connections_open=len(self._connections),
+            handshakes_rejected=self._rejected,
+            faults_injected=dict(self._faults),
+            connections=sorted(closed + live, key=lambda s: s.id),
+        )
+
+    def inject(self, fault: Fault) -> int:
+        """Inject ``fault`` now; returns how many connections it was applied to (for
+        ``reject``: how many future handshakes will be refused). A ``conn`` that is not open
+        matches nothing."""
+        self._faults[fault.kind] += 1
+        log.info("simulator.fault", kind=fault.kind, conn=fault.conn)
+        if fault.kind == "reject":
+            self._reject_fault, self._reject_remaining = fault, fault.count
+            return fault.count
+        assert fault.kind in CONNECTION_FAULTS
+        if fault.conn is None:
+            targets = list(self._connections.values())
+        else:
+            target = self._connections.get(fault.conn)
+            targets = [] if target is None else [target]
+        for conn in targets:
+            conn.apply_fault(fault)
+        return len(targets)
+
+    def clear_faults(self) -> None:
+        """End every stall, forget pending gaps and armed rejections."""
+        self._reject_remaining, self._reject_fault = 0, None
+        for conn in self._connections.values():
+            conn.resume()
+            conn.clear_gaps()
+
+    # ----------------------------------------------------------------- fan-out (StreamRegistry)
+
+    def subscribe(self, conn: ClientConnection, streams: Sequence[str]) -> None:
+        for name in streams:
+            self._subscribers.setdefault(name, {})[conn.id] = conn
+            if self._replay_once:
+                parsed = parse_stream_name(name)
+                feed = None if parsed is None else self._feeds.get(parsed[0])
+                if feed is not None and parsed is not None and parsed[1] in feed.channels:
+                    self._start_producer(feed)
+
+    def unsubscribe(self, conn: ClientConnection, streams: Sequence[str]) -> None:
+        for name in streams:
+            subscribers = self._subscribers.get(name)
+            if subscribers is not None:
+                subscribers.pop(conn.id, None)
+                if not subscribers:
+                    del self._subscribers[name]
+
+    def _start_producer(self, feed: SymbolFeed) -> None:
+        if feed.symbol not in self._producers and self._runner is not None:
+            self._producers[feed.symbol] = asyncio.create_task(self._produce(feed))
+
+    async def _produce(self, feed: SymbolFeed) -> None:
+        """Step ``feed`` ``rate`` times per second (on average) until it finishes."""
+        loop = asyncio.get_running_loop()
+        rate = self._rate
+        tick = max(1.0 / rate, _MIN_TICK)
+        max_burst = max(1, math.ceil(rate))  # at most 1 s of catch-up after a loop stall
+        started, done = loop.time(), 0
+        while not feed.finished:
+            due = int((loop.time() - started) * rate) + 1 - done
+            if due > max_burst:  # the event loop was blocked: skip the backlog, don't flood
+                done += due - max_burst
+                due = max_burst
+            if due > 0:
+                wanted = self._wanted(feed)
+                now = _now_ms()
+                for _ in range(due):
+                    if feed.finished:
+                        break
+                    self._dispatch(feed, feed.step(now, wanted))
+                done += due
+            await asyncio.sleep(tick)
+
+    def _wanted(self, feed: SymbolFeed) -> set[Channel]:
+        return {
+            channel
+            for channel, names in self._stream_names[feed.symbol].items()
+            if any(name in self._subscribers for name in names)
+        }
+
+    def _dispatch(self, feed: SymbolFeed, events: list[tuple[Channel, str]]) -> None:
+        names_by_channel = self._stream_names[feed.symbol]
+        for channel, payload in events:
+            raw = payload.encode()
+            depth_symbol = feed.symbol if channel is Channel.DEPTH else None
+            for name in names_by_channel[channel]:
+                subscribers = self._subscribers.get(name)
+                if not subscribers:
+                    continue
+                wrapped: bytes | None = None
+                for conn in tuple(subscribers.values()):
+                    if conn.combined:
+                        if wrapped is None:
+                            wrapped = wrap_combined(name, raw)
+                        conn.deliver(wrapped, depth_symbol)
+                    else:
+                        conn.deliver(raw, depth_symbol)
+
+    # ----------------------------------------------------------------- HTTP handlers
+
+    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
+        if self._reject_remaining > 0 and self._reject_fault is not None:
+            return self._reject(self._reject_fault)
+        if request.path == "/stream":
+            combined, streams = True, split_streams(request.query.get("streams", ""))
+        else:
+            combined, streams = False, split_streams(request.match_info.get("streams", ""))
+        if not all(is_valid_stream_name(s) for s in streams):
+            return _json(rest_error(2, "Invalid request: invalid stream"), status=400)
+        if len(set(streams)) > self._settings.max_streams:
+            return _json(rest_error(4, "Too many subscriptions"), status=400)
+
+        # autoping off: the connection answers client pings and checks pongs itself.
+        ws = web.WebSocketResponse(autoping=False, compress=False, timeout=self._close_timeout)
+        await ws.prepare(request)
+        conn_id = self._accepted
+        self._accepted += 1
+        conn = ClientConnection(
+            conn_id,
+            ws,
+            request,
+            combined=combined,
+            streams=streams,
+            registry=self,
+            settings=self._settings,
+        )
+        self._connections[conn_id] = conn
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers[conn_id] = handler
+        log.debug("simulator.connected", conn=conn_id, path=request.path_qs)
+        try:
+            await conn.run()
+        finally:
+            del self._connections[conn_id]
+            self._handlers.pop(conn_id, None)
+            self._closed_stats.append(conn.stats)
+            log.debug("simulator.disconnected", conn=conn_id, code=conn.stats.close_code)
+        return ws
+
+    def _reject(self, fault: Fault) -> web.Response:
+        self._reject_remaining -= 1
+        self._rejected += 1
+        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+        if fault.status == 429:  # Binance's body for its request-rate limit
+            body = rest_error(-1003, _TOO_MANY_REQUESTS)
+        else:
+            body = rest_error(-1, f"HTTP {fault.status}")
+        return web.Response(
+            status=fault.status, body=body, headers=headers, content_type="application/json"
+        )
+
+    async def _handle_depth(self, request: web.Request) -> web.Response:
+        symbol = request.query.get("symbol")
+        if not symbol:
+            return _json(
+                rest_error(-1102, _MISSING_SYMBOL),
+                status=400,
+            )
+        limit = parse_depth_limit(request.query.get("limit"))
+        if limit is None:
+            return _json(
+                rest_error(-1100, _BAD_LIMIT),
+                status=400,
+            )
+        feed = self._feeds.get(symbol)
+        if feed is None or feed.book is None:
+            return _json(rest_error(-1121, "Invalid symbol."), status=400)
+        return _json(feed.book.rest_body(limit))
+
+    async def _handle_ping(self, request: web.Request) -> web.Response:
+        return _json(b"{}")
+
+    async def _handle_time(self, request: web.Request) -> web.Response:
+        return _json(msgspec.json.encode({"serverTime": _now_ms()}))
+
+    async def _handle_fault(self, request: web.Request) -> web.Response:
+        try:
+            fault = decode_fault(await request.read())
+        except FaultError as exc:
+            return _json(msgspec.json.encode({"error": str(exc)}), status=400)
+        return _json(msgspec.json.encode({"affected": self.inject(fault)}))
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        return _json(msgspec.json.encode(self.stats))
+
+    async def _handle_book(self, request: web.Request) -> web.Response:
+        try:
+            state = self.book(request.query.get("symbol", ""))
+        except KeyError:
+            return _json(rest_error(-1121, "Invalid symbol."), status=400)
+        return _json(msgspec.json.encode(state))
+
+
+async def run_simulator(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    rate: float = DEFAULT_RATE,
+    *,
+    quiet: bool = False,
+    **options: Unpack[SimulatorOptions],
+) -> None:
+    """Run a :class:`BinanceSimulator` until cancelled (the ``streamkit simulate`` entry point).
+
+    Logs ``simulator.started`` with the URLs and, unless ``quiet``, prints them with a ready
+    to paste example; stops cleanly (connections closed with 1001) on cancellation.
+    """
+    async with BinanceSimulator(host=host, port=port, rate=rate, **options) as sim:
+        if not quiet:
+            print(
+                "streamkit simulator (Binance spot protocol) is running\n"
+                f"  WebSocket: {sim.ws_url}?streams=nknusdt@depth@100ms/nknusdt@bookTicker\n"
+                f"  REST:      {sim.rest_url}/api/v3/depth?symbol=NKNUSDT&limit=100\n"
+                f"  symbols:   {', '.join(sim.symbols)}",
+                flush=True,
+            )
+        await asyncio.Event().wait()  # until cancelled; leaving the block stops the server
