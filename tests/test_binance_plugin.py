@@ -10,10 +10,10 @@ import msgspec
 import pytest
 
 from streamkit.config import FeedConfig
-from streamkit.feed import DecodeError, HttpGet, Output, Reconnect
+from streamkit.feed import DecodeError, HttpGet, Output, Reconnect, ResyncBook
 from streamkit.model import BBO, Book, Status, StatusEvent, Trade
 from streamkit_binance import BinanceFeed
-from streamkit_binance.depth_sync import SyncState
+from streamkit_binance.depth_sync import Phase
 from streamkit_binance.feed import BinanceProtocol
 
 
@@ -40,9 +40,7 @@ def depth_group(capture: list[dict[str, Any]]) -> tuple[bytes, list[bytes]]:
 def expected_book(snapshot: bytes, diffs: list[bytes]) -> dict[str, dict[Decimal, Decimal]]:
     """The book Binance's documented rules give, computed here independently of the plugin."""
     snap = json.loads(snapshot)
-    book = {
-        side: {Decimal(p): Decimal(q) for p, q in snap[side]} for side in ("bids", "asks")
-    }
+    book = {side: {Decimal(p): Decimal(q) for p, q in snap[side]} for side in ("bids", "asks")}
     last = snap["lastUpdateId"]
     for raw in diffs:
         d = json.loads(raw)["data"]
@@ -102,7 +100,9 @@ def test_subscribe_messages_respect_per_message_limit() -> None:
 def test_captured_trade_normalizes(binance_capture: list[dict[str, Any]]) -> None:
     protocol = make_protocol()
     out = Output()
-    frames = [r["raw"].encode() for r in binance_capture if r["kind"] == "trade" and r.get("symbol")]
+    frames = [
+        r["raw"].encode() for r in binance_capture if r["kind"] == "trade" and r.get("symbol")
+    ]
     feed_frames(protocol, frames, out)
     trades = [r for r in out.records if isinstance(r, Trade)]
     nkn = next(t for t in trades if t.symbol == "NKN-USDT")
@@ -154,6 +154,7 @@ def sync_to_end(protocol: BinanceProtocol, snapshot: bytes, diffs: list[bytes]) 
         for action in out.actions:
             assert isinstance(action, HttpGet)
             protocol.on_http(action, 200, snapshot, i, out)
+        out.actions.clear()
         collected.records.extend(out.records)
         out.clear()
     return collected
@@ -170,7 +171,7 @@ def test_depth_sync_on_captured_sequence(binance_capture: list[dict[str, Any]]) 
     assert len(books) == 1 + len(diffs) - 1
     assert all(not b.snapshot for b in books[1:])
     sync = protocol.books["NKN-USDT"]
-    assert sync.state is SyncState.LIVE and sync.gaps == 0 and sync.dropped_stale == 1
+    assert sync.phase is Phase.LIVE and sync.gaps == 0 and sync.dropped_stale == 1
     want = expected_book(snapshot, diffs)
     assert sync.book.bids == want["bids"] and sync.book.asks == want["asks"]
     assert not sync.book.is_crossed()
@@ -189,7 +190,9 @@ def test_depth_sync_on_captured_sequence(binance_capture: list[dict[str, Any]]) 
     assert rebuilt == want
 
 
-def test_gap_is_reported_resynced_and_never_published(binance_capture: list[dict[str, Any]]) -> None:
+def test_gap_is_reported_resynced_and_never_published(
+    binance_capture: list[dict[str, Any]],
+) -> None:
     snapshot, diffs = depth_group(binance_capture)
     protocol = make_protocol(["NKN-USDT"], ["l2_book"])
     sync_to_end(protocol, snapshot, diffs[:50])
@@ -199,7 +202,9 @@ def test_gap_is_reported_resynced_and_never_published(binance_capture: list[dict
     events = [r.event for r in out.records if isinstance(r, Status)]
     assert events == [StatusEvent.GAP, StatusEvent.RESYNC]
     assert not [r for r in out.records if isinstance(r, Book)]
-    [request] = out.actions
+    resync, request = out.actions
+    assert isinstance(resync, ResyncBook) and resync.symbol == "NKN-USDT"
+    assert protocol.resync(resync.symbol, resync.reason) == []  # the snapshot below suffices
     assert isinstance(request, HttpGet)
     assert request.url == "http://sim/api/v3/depth?symbol=NKNUSDT&limit=1000"
     # while the snapshot is in flight, diffs are buffered, not published
@@ -263,6 +268,12 @@ def test_acks_rejects_and_control_messages() -> None:
     assert out.acks == ["1"]
     protocol.on_message(b'{"code":2,"msg":"Invalid request: too many parameters","id":2}', 0, out)
     assert out.rejects == [("2", "code 2: Invalid request: too many parameters")]
+    # the live venue wraps errors: {"error": {...}, "id": n}
+    protocol.on_message(b'{"error":{"code":4,"msg":"Too many subscriptions"},"id":3}', 0, out)
+    assert out.rejects[-1] == ("3", "code 4: Too many subscriptions")
+    assert out.acks == ["1"]
+    protocol.on_message(b'{"error":{"code":2,"msg":"Invalid request"},"id":null}', 0, out)
+    assert isinstance(out.records[-1], Status) and out.records[-1].event is StatusEvent.ERROR
     protocol.on_message(b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}', 0, out)
     assert isinstance(out.actions[-1], Reconnect)
     protocol.on_message(b'{"e":"serverShutdown","E":1770123456789}', 0, out)

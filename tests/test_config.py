@@ -82,7 +82,7 @@ def test_empty_and_non_mapping_files() -> None:
 
 
 def test_non_utf8_bytes() -> None:
-    [(path, msg)] = problems(b"feeds: \xff\xfe")
+    [(_path, msg)] = problems(b"feeds: \xff\xfe")
     assert "UTF-8" in msg
 
 
@@ -91,18 +91,18 @@ def test_yaml_alias_bomb_is_refused_without_expanding() -> None:
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
         for p, c in zip("abcdefgh", "bcdefghi", strict=True)
     )
-    [(path, msg)] = problems(bomb)
+    [(_path, msg)] = problems(bomb)
     assert "aliases" in msg
 
 
 def test_invalid_yaml_syntax() -> None:
-    [(path, msg)] = problems("feeds: [unclosed")
+    [(_path, msg)] = problems("feeds: [unclosed")
     assert "invalid YAML" in msg
 
 
 def test_simulator_url_needs_simulator_section() -> None:
     text = GOOD.replace("stale_after: 5", "stale_after: 5\n    url: simulator")
-    [(path, msg)] = problems(text)
+    [(path, _msg)] = problems(text)
     assert path == "feeds[0].url"
 
 
@@ -112,7 +112,7 @@ feeds:
   - {exchange: binance, symbols: [A-B], channels: [trades]}
   - {exchange: binance, symbols: [C-D], channels: [trades]}
 """
-    [(path, msg)] = problems(text)
+    [(path, _msg)] = problems(text)
     assert path == "feeds[1].name"
 
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 import msgspec
 
 from streamkit.feed import (
+    Action,
     ConnectionPlan,
     DecodeError,
     Feed,
@@ -30,9 +31,9 @@ from streamkit.feed import (
     chunked,
 )
 from streamkit.model import BBO, Candle, Status, StatusEvent, Ticker, Trade
-
 from streamkit_binance import schemas, symbols
 from streamkit_binance.depth_sync import DepthSync
+from streamkit_binance.schemas import ErrorBody
 
 STREAM_SUFFIX = {
     "trades": "@aggTrade",
@@ -83,7 +84,9 @@ class BinanceProtocol(FeedProtocol):
     def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
         super().__init__(feed, plan, connection)
         # stream name -> (channel, normalized symbol): one dict lookup routes each frame.
-        self.routes: dict[str, tuple[str, str]] = {s.name: (s.channel, s.symbol) for s in plan.streams}
+        self.routes: dict[str, tuple[str, str]] = {
+            s.name: (s.channel, s.symbol) for s in plan.streams
+        }
         self.books: dict[str, DepthSync] = {}
         depth = min(feed.config.book_depth, 5000)
         for s in plan.streams:
@@ -120,17 +123,22 @@ class BinanceProtocol(FeedProtocol):
                 raise DecodeError(f"data for a stream this connection did not subscribe: {stream}")
             self._decode_data(route[0], route[1], env.data, recv_ts, out)
             return True
+        error = env.error or (ErrorBody(env.code, env.msg or "") if env.code is not None else None)
         if env.id is not None:
-            if env.code is not None:
-                out.rejects.append((str(env.id), f"code {env.code}: {env.msg}"))
+            if error is not None:
+                out.rejects.append((str(env.id), f"code {error.code}: {error.msg}"))
             else:
                 out.acks.append(str(env.id))
             return False
-        if env.code is not None:
+        if error is not None:
             out.records.append(
                 Status(
-                    exchange=self.exchange, symbol=None, ts=None, recv_ts=recv_ts,
-                    event=StatusEvent.ERROR, detail=f"code {env.code}: {env.msg}",
+                    exchange=self.exchange,
+                    symbol=None,
+                    ts=None,
+                    recv_ts=recv_ts,
+                    event=StatusEvent.ERROR,
+                    detail=f"code {error.code}: {error.msg}",
                     connection=self.connection,
                 )
             )
@@ -148,8 +156,12 @@ class BinanceProtocol(FeedProtocol):
             t = schemas.agg_trade_decoder.decode(raw)
             out.records.append(
                 Trade(
-                    exchange=exchange, symbol=symbol, ts=t.trade_time * _MS, recv_ts=recv_ts,
-                    price=t.price, size=t.qty,
+                    exchange=exchange,
+                    symbol=symbol,
+                    ts=t.trade_time * _MS,
+                    recv_ts=recv_ts,
+                    price=t.price,
+                    size=t.qty,
                     # m=true: the buyer was the maker, so the taker sold.
                     side="sell" if t.buyer_is_maker else "buy",
                     id=str(t.agg_id),
@@ -159,9 +171,14 @@ class BinanceProtocol(FeedProtocol):
             b = schemas.book_ticker_decoder.decode(raw)
             out.records.append(
                 BBO(
-                    exchange=exchange, symbol=symbol, ts=None, recv_ts=recv_ts,
-                    bid_price=b.bid_price, bid_size=b.bid_qty,
-                    ask_price=b.ask_price, ask_size=b.ask_qty,
+                    exchange=exchange,
+                    symbol=symbol,
+                    ts=None,
+                    recv_ts=recv_ts,
+                    bid_price=b.bid_price,
+                    bid_size=b.bid_qty,
+                    ask_price=b.ask_price,
+                    ask_size=b.ask_qty,
                 )
             )
         elif channel == "l2_book":
@@ -170,9 +187,18 @@ class BinanceProtocol(FeedProtocol):
             k = schemas.ticker_decoder.decode(raw)
             out.records.append(
                 Ticker(
-                    exchange=exchange, symbol=symbol, ts=k.event_time * _MS, recv_ts=recv_ts,
-                    last=k.last, bid=k.bid, ask=k.ask, open_24h=k.open, high_24h=k.high,
-                    low_24h=k.low, volume_24h=k.volume, quote_volume_24h=k.quote_volume,
+                    exchange=exchange,
+                    symbol=symbol,
+                    ts=k.event_time * _MS,
+                    recv_ts=recv_ts,
+                    last=k.last,
+                    bid=k.bid,
+                    ask=k.ask,
+                    open_24h=k.open,
+                    high_24h=k.high,
+                    low_24h=k.low,
+                    volume_24h=k.volume,
+                    quote_volume_24h=k.quote_volume,
                 )
             )
         elif channel == "candles":
@@ -180,12 +206,27 @@ class BinanceProtocol(FeedProtocol):
             c = e.kline
             out.records.append(
                 Candle(
-                    exchange=exchange, symbol=symbol, ts=e.event_time * _MS, recv_ts=recv_ts,
-                    interval=c.interval, start=c.start * _MS, end=c.end * _MS, open=c.open,
-                    high=c.high, low=c.low, close=c.close, volume=c.volume, closed=c.closed,
+                    exchange=exchange,
+                    symbol=symbol,
+                    ts=e.event_time * _MS,
+                    recv_ts=recv_ts,
+                    interval=c.interval,
+                    start=c.start * _MS,
+                    end=c.end * _MS,
+                    open=c.open,
+                    high=c.high,
+                    low=c.low,
+                    close=c.close,
+                    volume=c.volume,
+                    closed=c.closed,
                     trades=c.trades,
                 )
             )
+
+    def resync(self, symbol: str, reason: str) -> list[Action]:
+        # DepthSync already asked for a fresh REST snapshot: the diff stream is intact, so
+        # neither a resubscription nor a reconnect is needed.
+        return []
 
     def on_http(
         self, request: HttpGet, status: int, body: bytes, recv_ts: int, out: Output

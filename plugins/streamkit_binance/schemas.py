@@ -14,15 +14,23 @@ import msgspec
 Level = tuple[Decimal, Decimal]
 
 
+class ErrorBody(msgspec.Struct, gc=False):
+    code: int
+    msg: str = ""
+
+
 class Envelope(msgspec.Struct, gc=False):
     """Every frame on a combined-stream connection: market data is
     ``{"stream": name, "data": payload}``; replies to control messages are
-    ``{"result": ..., "id": n}`` or ``{"code": c, "msg": text, "id": n}``."""
+    ``{"result": ..., "id": n}`` on success and ``{"error": {"code": c, "msg": text}, "id": n}``
+    on failure (the live venue's form; the docs' error table shows the bare
+    ``{"code": c, "msg": text}`` body, which is accepted too)."""
 
     stream: str | None = None
     data: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot be Optional)
     result: Any = msgspec.UNSET
     id: int | str | None = None
+    error: ErrorBody | None = None
     code: int | None = None
     msg: str | None = None
 

@@ -9,9 +9,38 @@ from __future__ import annotations
 # Longest first, so that "USDT" wins over "USD"-like shorter suffixes.
 QUOTES = sorted(
     {
-        "USDT", "USDC", "FDUSD", "TUSD", "BUSD", "USDP", "DAI", "BTC", "ETH", "BNB", "EUR",
-        "GBP", "TRY", "BRL", "JPY", "AUD", "RUB", "UAH", "BIDR", "IDRT", "ZAR", "PLN", "RON",
-        "ARS", "MXN", "COP", "CZK", "XRP", "DOGE", "TRX", "DOT", "SOL",
+        "USDT",
+        "USDC",
+        "FDUSD",
+        "TUSD",
+        "BUSD",
+        "USDP",
+        "DAI",
+        "BTC",
+        "ETH",
+        "BNB",
+        "EUR",
+        "GBP",
+        "TRY",
+        "BRL",
+        "JPY",
+        "AUD",
+        "RUB",
+        "UAH",
+        "BIDR",
+        "IDRT",
+        "ZAR",
+        "PLN",
+        "RON",
+        "ARS",
+        "MXN",
+        "COP",
+        "CZK",
+        "XRP",
+        "DOGE",
+        "TRX",
+        "DOT",
+        "SOL",
     },
     key=len,
     reverse=True,
@@ -22,7 +51,9 @@ def to_exchange(symbol: str) -> str:
     """``BTC-USDT`` -> ``BTCUSDT``. Raises ValueError for anything but ``BASE-QUOTE``."""
     parts = symbol.split("-")
     if len(parts) != 2 or not all(p.isalnum() and p.isupper() for p in parts):
-        raise ValueError(f"{symbol!r} is not a Binance spot symbol (expected BASE-QUOTE, e.g. BTC-USDT)")
+        raise ValueError(
+            f"{symbol!r} is not a Binance spot symbol (expected BASE-QUOTE, e.g. BTC-USDT)"
+        )
     return parts[0] + parts[1]
 
 

@@ -31,7 +31,7 @@ class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Config sections reject unknown keys: a typo must never silently fall back to a default."""
 
 
-class BackoffOptions(_Strict):
+class BackoffOptions(_Strict, frozen=True):
     """Reconnect delays: capped exponential with full jitter (delay drawn from
     ``[0, min(max, initial * multiplier**attempt)]``). ``reset_after``: a connection that
     streamed this long resets the attempt counter."""
@@ -42,7 +42,7 @@ class BackoffOptions(_Strict):
     reset_after: _Positive = 60.0
 
 
-class FeedConfig(_Strict):
+class FeedConfig(_Strict, frozen=True):
     """One exchange feed.
 
     exchange: plugin id (``streamkit feeds`` lists them).
@@ -83,7 +83,7 @@ class FeedConfig(_Strict):
 Policy = Literal["block", "drop_oldest", "conflate", "disconnect"]
 
 
-class _SinkBase(_Strict, tag_field="type"):
+class _SinkBase(_Strict, frozen=True, tag_field="type"):
     """What every sink shares: which records it takes, and its queue.
 
     types: record type names to take (``trade``, ``book``, ...; empty: all types).
@@ -98,7 +98,7 @@ class _SinkBase(_Strict, tag_field="type"):
     policy: Policy = "block"
 
 
-class JsonlSinkConfig(_SinkBase, tag="jsonl", kw_only=True):
+class JsonlSinkConfig(_SinkBase, tag="jsonl", frozen=True, kw_only=True):
     """Append every record as one JSON object per line (the DESIGN.md record contract).
     ``flush_interval``: seconds between flushes to disk (records are also flushed on exit)."""
 
@@ -106,7 +106,7 @@ class JsonlSinkConfig(_SinkBase, tag="jsonl", kw_only=True):
     flush_interval: _Positive = 1.0
 
 
-class ConsoleSinkConfig(_SinkBase, tag="console", kw_only=True):
+class ConsoleSinkConfig(_SinkBase, tag="console", frozen=True, kw_only=True):
     """Print records to stdout, one line each (``format: text`` or ``json``)."""
 
     format: Literal["text", "json"] = "text"
@@ -116,7 +116,7 @@ class ConsoleSinkConfig(_SinkBase, tag="console", kw_only=True):
 SinkConfig = JsonlSinkConfig | ConsoleSinkConfig
 
 
-class SimulatorConfig(_Strict):
+class SimulatorConfig(_Strict, frozen=True):
     """Start the built-in exchange simulator (127.0.0.1 only unless ``host`` says otherwise).
 
     Feeds whose ``url``/``rest_url`` is ``simulator`` are pointed at it.
@@ -128,19 +128,19 @@ class SimulatorConfig(_Strict):
     rate: _Positive = 50.0
 
 
-class SupervisionConfig(_Strict):
+class SupervisionConfig(_Strict, frozen=True):
     """Restart intensity: more than ``max_restarts`` within ``within`` seconds escalates."""
 
     max_restarts: Annotated[int, msgspec.Meta(ge=0)] = 10
     within: _Positive = 60.0
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(_Strict, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
 
 
-class AppConfig(_Strict):
+class AppConfig(_Strict, frozen=True):
     """A whole ``streamkit run`` configuration."""
 
     feeds: list[FeedConfig]
@@ -159,10 +159,9 @@ class _SafeLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ConfigError(
-                [("", f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed")]
-            )
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise ConfigError([("", f"line {line}: YAML aliases (*name) are not allowed")])
         return super().compose_node(parent, index)
 
 
@@ -195,7 +194,7 @@ def parse_config(raw: bytes | str, source: str = "<config>") -> AppConfig:
     else:
         text = raw
     try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"{source}: invalid YAML: {exc}")]) from None
     if data is None:
@@ -242,9 +241,9 @@ def _struct_for_path(path: str) -> type[msgspec.Struct] | None:
     """The Struct type expected at a key path (for 'did you mean' suggestions)."""
     current: Any = AppConfig
     for part in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", path):
-        fields = {f.name: f.type for f in msgspec.structs.fields(current)} if _is_struct(
-            current
-        ) else {}
+        fields = (
+            {f.name: f.type for f in msgspec.structs.fields(current)} if _is_struct(current) else {}
+        )
         t = fields.get(part)
         if t is None:
             return None

@@ -121,7 +121,17 @@ class Reconnect:
     immediate: bool = True
 
 
-Action = HttpGet | Send | Reconnect
+@dataclass(frozen=True)
+class ResyncBook:
+    """A symbol's book failed verification: the actor calls ``protocol.resync(symbol)`` and
+    performs the actions it returns (resubscribe that symbol, fetch a snapshot, or
+    reconnect: the default)."""
+
+    symbol: str
+    reason: str
+
+
+Action = HttpGet | Send | Reconnect | ResyncBook
 
 
 @dataclass(slots=True)
@@ -178,6 +188,12 @@ class FeedProtocol(abc.ABC):
         self, request: HttpGet, status: int, body: bytes, recv_ts: int, out: Output
     ) -> None:
         """The answer to an :class:`HttpGet` this protocol asked for."""
+
+    def resync(self, symbol: str, reason: str) -> list[Action]:
+        """How to resynchronise one symbol's book after a verification failure. The default
+        reconnects (always correct, but it disturbs every stream of the connection); plugins
+        whose venue allows it resubscribe just that symbol (return :class:`Send` actions)."""
+        return [Reconnect(f"book resync for {symbol}: {reason}")]
 
     def heartbeat_payload(self) -> bytes | None:
         """The application-level heartbeat to send (default: the feed's ``Heartbeat.payload``)."""

@@ -149,7 +149,9 @@ class Status(Record, frozen=True, gc=False, tag="status"):
     connection: str | None = None
 
 
-AnyRecord: TypeAlias = Trade | BBO | Book | Ticker | Funding | OpenInterest | Liquidation | Candle | Status
+AnyRecord: TypeAlias = (
+    Trade | BBO | Book | Ticker | Funding | OpenInterest | Liquidation | Candle | Status
+)
 
 RECORD_TYPES: dict[str, type[Record]] = {
     "trade": Trade,
