@@ -1,0 +1,437 @@
+"""The connection actor: one asyncio task that owns one WebSocket connection.
+
+It is the only code that touches its transport. Per connection attempt it: connects (with a
+timeout, inside the exchange's connection-rate limit), sends the subscriptions paced to the
+venue's message limit and tracks their acks in a ledger, reads frames in batches, hands them
+to the feed's sans-I/O protocol, publishes the records, answers the protocol's requests (REST
+snapshots, sends, reconnects), sends heartbeats and checks their answers, and watches for
+staleness (data frames only: heartbeats do not prove the stream is alive). When anything
+fails it publishes ``disconnected`` then ``reconnecting`` status records, waits a capped,
+fully jittered backoff, and starts over with a fresh protocol object, replaying every
+subscription. It never gives up on its own: only cancellation stops it.
+
+User code never runs on this task: records go to the bus, whose subscribers are other tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from streamkit.channel import Bus
+from streamkit.errors import ConnectError, ConnectionClosed, TransportError
+from streamkit.feed import (
+    Action,
+    ConnectionPlan,
+    Feed,
+    FeedProtocol,
+    HttpGet,
+    Output,
+    Reconnect,
+    ResyncBook,
+    Send,
+    SubscribeRequest,
+)
+from streamkit.model import Record, Status, StatusEvent
+from streamkit.pacing import Backoff, ConnectLimiter, Pacer
+from streamkit.transport.base import Transport
+from streamkit.transport.options import TransportOptions
+
+log = structlog.get_logger(__name__)
+
+TransportFactory = Callable[[str, TransportOptions], Transport]
+HttpFetch = Callable[[str], Awaitable[tuple[int, bytes]]]
+"""GET a URL; returns ``(status, body)``, status 0 when the request itself failed."""
+
+PLANNED_RECONNECT_MARGIN = 60.0
+"""Reconnect this long before a venue's documented connection lifetime runs out."""
+
+
+MIN_HEALTHY_SESSION = 5.0
+"""A session shorter than this that ends in a requested reconnect is treated as a failure."""
+
+
+class ActorState(enum.StrEnum):
+    CONNECTING = "connecting"
+    SUBSCRIBING = "subscribing"
+    STREAMING = "streaming"
+    BACKING_OFF = "backing_off"
+    STOPPED = "stopped"
+
+
+class SubState(enum.StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+@dataclass
+class Ledger:
+    """Subscriptions of one connection and whether the venue confirmed them. Built from the
+    feed's plan once; every reconnect marks all of them pending and replays them."""
+
+    requests: dict[str, SubscribeRequest] = field(default_factory=dict)
+    states: dict[str, SubState] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def reset(self, requests: list[SubscribeRequest]) -> None:
+        self.requests = {r.key: r for r in requests}
+        self.states = dict.fromkeys(self.requests, SubState.PENDING)
+        self.reasons = {}
+
+    def confirm(self, key: str) -> bool:
+        if self.states.get(key) is SubState.PENDING:
+            self.states[key] = SubState.CONFIRMED
+            return True
+        return False
+
+    def reject(self, key: str, reason: str) -> bool:
+        if key in self.states:
+            self.states[key] = SubState.REJECTED
+            self.reasons[key] = reason
+            return True
+        return False
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for s in self.states.values() if s is SubState.PENDING)
+
+    def stream_count(self, state: SubState) -> int:
+        return sum(len(self.requests[k].streams) for k, s in self.states.items() if s is state)
+
+
+@dataclass
+class ActorCounters:
+    connects: int = 0
+    reconnects: int = 0
+    messages: int = 0
+    bytes: int = 0
+    records: int = 0
+    decode_errors: int = 0
+    stale: int = 0
+    pong_timeouts: int = 0
+    last_data_ns: int = 0
+
+
+class _Stale(Exception):
+    pass
+
+
+class _PongTimeout(Exception):
+    pass
+
+
+class _SubscribeTimeout(Exception):
+    pass
+
+
+class _PlannedReconnect(Exception):
+    pass
+
+
+class ConnectionActor:
+    """Runs one connection of a feed forever (until cancelled)."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        plan: ConnectionPlan,
+        bus: Bus,
+        *,
+        transport_factory: TransportFactory,
+        http_fetch: HttpFetch,
+        connect_limiter: ConnectLimiter,
+        backoff: Backoff | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        self.feed = feed
+        self.plan = plan
+        self.bus = bus
+        self.name = f"{feed.label}/{plan.index}"
+        self.config = feed.config
+        self.transport_factory = transport_factory
+        self.http_fetch = http_fetch
+        self.connect_limiter = connect_limiter
+        self.backoff = backoff or Backoff(feed.config.reconnect)
+        self.batch_size = batch_size
+        self.state = ActorState.CONNECTING
+        self.ledger = Ledger()
+        self.counters = ActorCounters()
+        self._decode_error_logged = False
+        self._last_pong = 0.0
+        self._log = log.bind(feed=feed.label, connection=self.name)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, stream, reconnect, forever. Returns only by cancellation."""
+        try:
+            while True:
+                retry_after = await self._attempt()
+                self.state = ActorState.BACKING_OFF
+                self.counters.reconnects += 1
+                delay = self.backoff.next_delay()
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
+                await self._status(StatusEvent.RECONNECTING, f"reconnecting in {delay:.2f}s")
+                await asyncio.sleep(delay)
+        finally:
+            self.state = ActorState.STOPPED
+
+    async def _attempt(self) -> float | None:
+        """One connection's life. Returns a minimum delay before the next attempt (the
+        server's Retry-After, or 0 for a planned reconnect), or None for plain backoff."""
+        self.state = ActorState.CONNECTING
+        protocol = self.feed.protocol(self.plan, self.name)
+        transport = self.transport_factory(protocol.url(), self.config.transport)
+        connected_at: float | None = None
+        try:
+            await self.connect_limiter.acquire()
+            try:
+                async with asyncio.timeout(self.config.connect_timeout):
+                    await transport.connect()
+            except TimeoutError:
+                raise ConnectError(
+                    f"connect timed out after {self.config.connect_timeout}s"
+                ) from None
+            connected_at = time.monotonic()
+            self.counters.connects += 1
+            await self._status(StatusEvent.CONNECTED, protocol.url())
+            await self._session(transport, protocol)
+            return None  # pragma: no cover - _session only ends by raising
+        except ConnectError as exc:
+            self._log.warning("connect failed", error=str(exc), status=exc.status)
+            await self._status(StatusEvent.ERROR, f"connect failed: {exc}")
+            if exc.status in (403, 418):
+                # The venue is telling us we are banned or misbehaving: back off hard.
+                self.backoff.attempt = max(self.backoff.attempt, 32)
+                return self.config.reconnect.max
+            return exc.retry_after
+        except _PlannedReconnect as exc:
+            await self._disconnected(f"planned reconnect: {exc}")
+            lived = time.monotonic() - (connected_at or time.monotonic())
+            # Reconnect at once after a healthy session (lifetime limit, server shutdown);
+            # a connection that asks to reconnect right after connecting backs off normally,
+            # so a book that never verifies cannot turn into a reconnect loop.
+            return 0.0 if lived >= MIN_HEALTHY_SESSION else None
+        except (_Stale, _PongTimeout, _SubscribeTimeout, TransportError) as exc:
+            detail = _describe(exc)
+            if isinstance(exc, ConnectionClosed) and exc.code == 1013:
+                detail += " (server asked to try again later)"
+            self._log.warning("connection lost", reason=detail)
+            await self._disconnected(detail)
+            return None
+        finally:
+            if connected_at is not None and time.monotonic() - connected_at >= (
+                self.config.reconnect.reset_after
+            ):
+                self.backoff.reset()
+            with contextlib.suppress(Exception):
+                await transport.close()
+
+    async def _disconnected(self, detail: str) -> None:
+        await self._status(StatusEvent.DISCONNECTED, detail)
+
+    # --- one live session --------------------------------------------------------------------
+
+    async def _session(self, transport: Transport, protocol: FeedProtocol) -> None:
+        out = Output()
+        protocol.on_connected(time.time_ns(), out)
+        self.ledger.reset(protocol.subscriptions())
+        self.state = ActorState.SUBSCRIBING if self.ledger.requests else ActorState.STREAMING
+        self.counters.last_data_ns = time.monotonic_ns()
+        self._last_pong = time.monotonic()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                await self._dispatch(transport, protocol, out)
+                tasks.create_task(self._subscribe(transport))
+                tasks.create_task(self._watchdog(transport, protocol))
+                await self._read(transport, protocol)
+        except BaseExceptionGroup as group:
+            # The first real failure of any session task ends the session; report that one.
+            raise _first_failure(group) from None
+
+    async def _subscribe(self, transport: Transport) -> None:
+        pacer = Pacer(self.feed.limits.max_messages_per_second)
+        for request in list(self.ledger.requests.values()):
+            await pacer.wait()
+            await transport.send(request.payload)
+        deadline = time.monotonic() + self.config.connect_timeout
+        while self.ledger.pending:
+            if time.monotonic() > deadline:
+                raise _SubscribeTimeout(
+                    f"{self.ledger.pending} subscription request(s) not acknowledged within "
+                    f"{self.config.connect_timeout}s"
+                )
+            await asyncio.sleep(0.05)
+
+    async def _read(self, transport: Transport, protocol: FeedProtocol) -> None:
+        out = Output()
+        counters = self.counters
+        on_message = protocol.on_message
+        while True:
+            frames = await transport.recv_batch(self.batch_size)
+            saw_data = False
+            for frame in frames:
+                data = frame.data
+                counters.messages += 1
+                counters.bytes += len(data)
+                try:
+                    if on_message(data, time.time_ns(), out):
+                        saw_data = True
+                except Exception as exc:
+                    self._decode_error(data, exc, out)
+            if saw_data:
+                counters.last_data_ns = time.monotonic_ns()
+            await self._dispatch(transport, protocol, out)
+
+    async def _dispatch(self, transport: Transport, protocol: FeedProtocol, out: Output) -> None:
+        """Act on what decoding produced, then clear ``out`` for reuse."""
+        if out.acks or out.rejects:
+            await self._settle_acks(out)
+        if out.pong:
+            self._last_pong = time.monotonic()
+        if out.records:
+            self.counters.records += len(out.records)
+            await self.bus.publish_many(out.records)
+        actions = out.actions[:] if out.actions else None
+        out.clear()
+        if actions:
+            for action in actions:
+                await self._perform(transport, protocol, action)
+
+    async def _perform(self, transport: Transport, protocol: FeedProtocol, action: Action) -> None:
+        if isinstance(action, HttpGet):
+            self._tasks.create_task(self._http(transport, protocol, action))
+        elif isinstance(action, Send):
+            await transport.send(action.payload)
+        elif isinstance(action, Reconnect):
+            raise _PlannedReconnect(action.reason)
+        elif isinstance(action, ResyncBook):
+            for follow_up in protocol.resync(action.symbol, action.reason):
+                await self._perform(transport, protocol, follow_up)
+
+    async def _settle_acks(self, out: Output) -> None:
+        for key in out.acks:
+            self.ledger.confirm(key)
+        for key, reason in out.rejects:
+            if self.ledger.reject(key, reason):
+                streams = ", ".join(s.name for s in self.ledger.requests[key].streams)
+                self._log.error("subscription rejected", reason=reason, streams=streams)
+                await self._status(
+                    StatusEvent.ERROR, f"subscription rejected ({reason}): {streams}"
+                )
+        if self.state is ActorState.SUBSCRIBING and not self.ledger.pending:
+            self.state = ActorState.STREAMING
+            confirmed = self.ledger.stream_count(SubState.CONFIRMED)
+            await self._status(StatusEvent.SUBSCRIBED, f"{confirmed} streams")
+
+    async def _http(self, transport: Transport, protocol: FeedProtocol, request: HttpGet) -> None:
+        status, body = await self.http_fetch(request.url)
+        out = Output()
+        protocol.on_http(request, status, body, time.time_ns(), out)
+        if status != 200:
+            # Failed REST calls are retried by the protocol; pace them so a broken endpoint
+            # is not hammered.
+            await asyncio.sleep(min(self.config.reconnect.max, 1.0))
+        await self._dispatch(transport, protocol, out)
+
+    async def _watchdog(self, transport: Transport, protocol: FeedProtocol) -> None:
+        cfg = self.config
+        beat = self.feed.heartbeat
+        age_limit = self.feed.limits.max_connection_age
+        started = time.monotonic()
+        tick = min(1.0, cfg.stale_after / 4, cfg.pong_timeout / 4)
+        next_beat = started + beat.interval if beat.interval else None
+        ping_sent_at: float | None = None
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if self.state is ActorState.STREAMING:
+                silent = now - self.counters.last_data_ns / 1e9
+                if silent > cfg.stale_after:
+                    self.counters.stale += 1
+                    await self._status(StatusEvent.STALE, f"no data for {silent:.1f}s")
+                    raise _Stale(f"stale: no data for {silent:.1f}s")
+            if next_beat is not None and now >= next_beat:
+                payload = protocol.heartbeat_payload()
+                if payload is None:
+                    await transport.ping()
+                else:
+                    await transport.send(payload)
+                    if ping_sent_at is None or self._last_pong >= ping_sent_at:
+                        ping_sent_at = now
+                assert beat.interval is not None
+                next_beat = now + beat.interval
+            unanswered = ping_sent_at is not None and self._last_pong < ping_sent_at
+            if unanswered and now - (ping_sent_at or now) > cfg.pong_timeout:
+                self.counters.pong_timeouts += 1
+                raise _PongTimeout(f"no heartbeat answer within {cfg.pong_timeout}s")
+            if age_limit is not None and now - started > age_limit - PLANNED_RECONNECT_MARGIN:
+                raise _PlannedReconnect("connection lifetime limit")
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def _decode_error(self, data: bytes, exc: Exception, out: Output) -> None:
+        self.counters.decode_errors += 1
+        sample = data[:200].decode("utf-8", "replace")
+        if not self._decode_error_logged:
+            # Once per actor with a sample; the counter and the status records carry the rest.
+            self._decode_error_logged = True
+            self._log.warning("undecodable message", error=str(exc), sample=sample)
+        out.records.append(self._make_status(StatusEvent.DECODE_ERROR, f"{exc}; sample: {sample}"))
+
+    def _make_status(self, event: StatusEvent, detail: str) -> Record:
+        return Status(
+            exchange=self.feed.id,
+            symbol=None,
+            ts=None,
+            recv_ts=time.time_ns(),
+            event=event,
+            detail=detail,
+            connection=self.name,
+        )
+
+    async def _status(self, event: StatusEvent, detail: str) -> None:
+        await self.bus.publish(self._make_status(event, detail))
+
+    def stats(self) -> dict[str, object]:
+        c = self.counters
+        return {
+            "connection": self.name,
+            "state": str(self.state),
+            "connects": c.connects,
+            "reconnects": c.reconnects,
+            "messages": c.messages,
+            "bytes": c.bytes,
+            "records": c.records,
+            "decode_errors": c.decode_errors,
+            "stale": c.stale,
+            "pong_timeouts": c.pong_timeouts,
+            "subscriptions_confirmed": self.ledger.stream_count(SubState.CONFIRMED),
+            "subscriptions_pending": self.ledger.stream_count(SubState.PENDING),
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed):
+        return f"closed by peer: code {exc.code} {exc.reason}".rstrip()
+    return (
+        f"{type(exc).__name__}: {exc}" if not isinstance(exc, _Stale | _PongTimeout) else str(exc)
+    )
+
+
+def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_failure(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]

@@ -1,0 +1,160 @@
+"""The ``streamkit`` command.
+
+Exit codes: 0 success (including a clean SIGINT/SIGTERM shutdown), 1 invalid config or
+input, 2 command-line usage error, 3 a supervisor gave up (restart intensity exceeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from streamkit import plugins
+from streamkit.config import AppConfig, load_config
+from streamkit.errors import ConfigError, EscalationError, PluginError
+from streamkit.logs import configure_logging
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_ESCALATED = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        _print_problems(exc)
+        return EXIT_CONFIG
+    except PluginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamkit", description="Typed, supervised streaming of live market data."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the feeds and sinks of a config")
+    run.add_argument("config", help="YAML config file")
+    run.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
+    run.add_argument("--log-format", choices=["console", "json"], help="override logging.format")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_cmd_run)
+
+    validate = sub.add_parser("validate", help="check a config; print each error with its key")
+    validate.add_argument("config")
+    validate.set_defaults(func=_cmd_validate)
+
+    feeds = sub.add_parser("feeds", help="list the installed feed plugins and their channels")
+    feeds.set_defaults(func=_cmd_feeds)
+
+    simulate = sub.add_parser("simulate", help="run the built-in exchange simulator")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=9000)
+    simulate.add_argument(
+        "--rate", type=_positive_float, default=50.0, help="messages/s per stream"
+    )
+    simulate.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _print_problems(exc: ConfigError) -> None:
+    print("error: invalid config", file=sys.stderr)
+    for path, message in exc.problems:
+        print(f"  {path}: {message}" if path else f"  {message}", file=sys.stderr)
+
+
+def _load_checked(path: str) -> AppConfig:
+    from streamkit.app import check_plugins
+
+    config = load_config(path)
+    problems = check_plugins(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    config = _load_checked(args.config)
+    conns = sum(len(f.symbols) * len(f.channels) for f in config.feeds)
+    print(f"ok: {len(config.feeds)} feed(s), {conns} stream(s), {len(config.sinks)} sink(s)")
+    return EXIT_OK
+
+
+def _cmd_feeds(args: argparse.Namespace) -> int:
+    names = plugins.available()
+    if not names:
+        print("no feed plugins installed")
+        return EXIT_OK
+    for name in names:
+        cls = plugins.load(name)
+        print(f"{name:<16} {', '.join(sorted(cls.channels))}")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load_checked(args.config)
+    configure_logging(
+        args.log_level or config.logging.level, args.log_format or config.logging.format
+    )
+    from streamkit.app import App
+
+    app = App(config)
+    try:
+        asyncio.run(_run_app(app, args.duration))
+    except EscalationError as exc:
+        structlog.get_logger("streamkit").error("giving up", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ESCALATED
+    return EXIT_OK
+
+
+async def _run_app(app: object, duration: float | None) -> None:
+    from streamkit.app import App
+
+    assert isinstance(app, App)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, app.request_stop)
+    await app.run(duration)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    configure_logging("info")
+    from streamkit.simulator import run_simulator
+
+    async def serve() -> None:
+        task = asyncio.create_task(run_simulator(args.host, args.port, args.rate))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
