@@ -334,6 +334,8 @@ class ConnectionActor:
             await self._status(StatusEvent.SUBSCRIBED, f"{confirmed} streams")
 
     async def _http(self, transport: Transport, protocol: FeedProtocol, request: HttpGet) -> None:
+        if request.delay > 0:
+            await asyncio.sleep(request.delay)  # a poll; cancelled with the session's tasks
         status, body = await self.http_fetch(request.url)
         out = Output()
         protocol.on_http(request, status, body, time.time_ns(), out)

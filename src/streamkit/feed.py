@@ -100,10 +100,15 @@ class SubscribeRequest:
 @dataclass(frozen=True)
 class HttpGet:
     """Fetch ``url``; the actor calls ``protocol.on_http(request, status, body, recv_ts, out)``
-    with the answer (status 0 and an empty body when the request failed)."""
+    with the answer (status 0 and an empty body when the request failed).
+
+    ``delay`` (seconds) postpones the fetch: a protocol polls a REST-only endpoint by asking
+    again, with a delay, from each answer. The request belongs to the connection: it is
+    dropped when the connection ends, so polling stops and restarts with the connection."""
 
     url: str
     tag: str = ""
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
