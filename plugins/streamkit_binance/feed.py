@@ -10,7 +10,6 @@ heartbeat of its own; liveness is judged by the staleness watchdog.
 
 from __future__ import annotations
 
-import json
 from typing import ClassVar
 
 import msgspec
@@ -18,22 +17,17 @@ import msgspec
 from streamkit.feed import (
     Action,
     ConnectionPlan,
-    DecodeError,
     Feed,
-    FeedProtocol,
     Heartbeat,
     HttpGet,
     Limits,
     Output,
-    Reconnect,
     Stream,
-    SubscribeRequest,
-    chunked,
 )
-from streamkit.model import BBO, Candle, Status, StatusEvent, Ticker, Trade
+from streamkit.model import BBO, Candle, Ticker, Trade
 from streamkit_binance import schemas, symbols
+from streamkit_binance.combined import CombinedStreamProtocol
 from streamkit_binance.depth_sync import DepthSync
-from streamkit_binance.schemas import ErrorBody
 
 STREAM_SUFFIX = {
     "trades": "@aggTrade",
@@ -78,15 +72,11 @@ class BinanceFeed(Feed):
         return BinanceProtocol(self, plan, connection)
 
 
-class BinanceProtocol(FeedProtocol):
-    """One combined-stream connection."""
+class BinanceProtocol(CombinedStreamProtocol):
+    """One combined-stream connection to Binance spot."""
 
     def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
         super().__init__(feed, plan, connection)
-        # stream name -> (channel, normalized symbol): one dict lookup routes each frame.
-        self.routes: dict[str, tuple[str, str]] = {
-            s.name: (s.channel, s.symbol) for s in plan.streams
-        }
         self.books: dict[str, DepthSync] = {}
         depth = min(feed.config.book_depth, 5000)
         for s in plan.streams:
@@ -94,61 +84,8 @@ class BinanceProtocol(FeedProtocol):
                 ex = feed.exchange_symbol(s.symbol)
                 url = f"{feed.rest_url}/api/v3/depth?symbol={ex}&limit={depth}"
                 self.books[s.symbol] = DepthSync(feed.id, s.symbol, connection, url)
-        self._next_id = 1
 
-    def url(self) -> str:
-        return self.feed.url
-
-    def subscriptions(self) -> list[SubscribeRequest]:
-        requests = []
-        for group in chunked(self.plan.streams, self.feed.limits.max_streams_per_message):
-            rid = self._next_id
-            self._next_id += 1
-            payload = json.dumps(
-                {"method": "SUBSCRIBE", "params": [s.name for s in group], "id": rid},
-                separators=(",", ":"),
-            ).encode()
-            requests.append(SubscribeRequest(str(rid), group, payload))
-        return requests
-
-    def on_message(self, data: bytes, recv_ts: int, out: Output) -> bool:
-        env = schemas.envelope_decoder.decode(data)
-        stream = env.stream
-        if stream is not None and env.data:
-            route = self.routes.get(stream)
-            if route is None:
-                if stream == "!serverShutdown":
-                    out.actions.append(Reconnect("server announced shutdown"))
-                    return False
-                raise DecodeError(f"data for a stream this connection did not subscribe: {stream}")
-            self._decode_data(route[0], route[1], env.data, recv_ts, out)
-            return True
-        error = env.error or (ErrorBody(env.code, env.msg or "") if env.code is not None else None)
-        if env.id is not None:
-            if error is not None:
-                out.rejects.append((str(env.id), f"code {error.code}: {error.msg}"))
-            else:
-                out.acks.append(str(env.id))
-            return False
-        if error is not None:
-            out.records.append(
-                Status(
-                    exchange=self.exchange,
-                    symbol=None,
-                    ts=None,
-                    recv_ts=recv_ts,
-                    event=StatusEvent.ERROR,
-                    detail=f"code {error.code}: {error.msg}",
-                    connection=self.connection,
-                )
-            )
-            return False
-        if not env.data and env.stream is None and b"serverShutdown" in data:
-            out.actions.append(Reconnect("server announced shutdown"))
-            return False
-        raise DecodeError("unexpected message shape")
-
-    def _decode_data(
+    def decode_data(
         self, channel: str, symbol: str, raw: msgspec.Raw, recv_ts: int, out: Output
     ) -> None:
         exchange = self.exchange

@@ -1,0 +1,106 @@
+"""Binance's combined-stream connection, shared by the spot and USD-M futures plugins.
+
+Both venues speak the same envelope on ``/stream``: market data arrives as
+``{"stream": "<name>", "data": {...}}``, live ``SUBSCRIBE`` requests are answered with
+``{"result": null, "id": n}`` or an error body, and a ``serverShutdown`` event asks clients
+to reconnect. :class:`CombinedStreamProtocol` implements that envelope once; a subclass only
+decodes the ``data`` payload of the channels it serves (:meth:`decode_data`).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+
+import msgspec
+
+from streamkit.feed import (
+    ConnectionPlan,
+    DecodeError,
+    Feed,
+    FeedProtocol,
+    Output,
+    Reconnect,
+    Stream,
+    SubscribeRequest,
+    chunked,
+)
+from streamkit.model import Status, StatusEvent
+from streamkit_binance import schemas
+from streamkit_binance.schemas import ErrorBody
+
+
+class CombinedStreamProtocol(FeedProtocol):
+    """One combined-stream connection: routing, subscriptions, acks and venue errors."""
+
+    def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
+        super().__init__(feed, plan, connection)
+        # stream name -> (channel, normalized symbol): one dict lookup routes each frame.
+        self.routes: dict[str, tuple[str, str]] = {
+            s.name: (s.channel, s.symbol) for s in plan.streams
+        }
+        self._next_id = 1
+
+    def url(self) -> str:
+        return self.feed.url
+
+    def subscribed_streams(self) -> list[Stream]:
+        """The plan's streams that exist on the WebSocket (default: all of them). A venue
+        that serves a channel over REST only leaves its streams out here."""
+        return list(self.plan.streams)
+
+    def subscriptions(self) -> list[SubscribeRequest]:
+        requests = []
+        limit = self.feed.limits.max_streams_per_message
+        for group in chunked(self.subscribed_streams(), limit):
+            rid = self._next_id
+            self._next_id += 1
+            payload = json.dumps(
+                {"method": "SUBSCRIBE", "params": [s.name for s in group], "id": rid},
+                separators=(",", ":"),
+            ).encode()
+            requests.append(SubscribeRequest(str(rid), group, payload))
+        return requests
+
+    def on_message(self, data: bytes, recv_ts: int, out: Output) -> bool:
+        env = schemas.envelope_decoder.decode(data)
+        stream = env.stream
+        if stream is not None and env.data:
+            route = self.routes.get(stream)
+            if route is None:
+                if stream == "!serverShutdown":
+                    out.actions.append(Reconnect("server announced shutdown"))
+                    return False
+                raise DecodeError(f"data for a stream this connection did not subscribe: {stream}")
+            self.decode_data(route[0], route[1], env.data, recv_ts, out)
+            return True
+        error = env.error or (ErrorBody(env.code, env.msg or "") if env.code is not None else None)
+        if env.id is not None:
+            if error is not None:
+                out.rejects.append((str(env.id), f"code {error.code}: {error.msg}"))
+            else:
+                out.acks.append(str(env.id))
+            return False
+        if error is not None:
+            out.records.append(
+                Status(
+                    exchange=self.exchange,
+                    symbol=None,
+                    ts=None,
+                    recv_ts=recv_ts,
+                    event=StatusEvent.ERROR,
+                    detail=f"code {error.code}: {error.msg}",
+                    connection=self.connection,
+                )
+            )
+            return False
+        if not env.data and env.stream is None and b"serverShutdown" in data:
+            out.actions.append(Reconnect("server announced shutdown"))
+            return False
+        raise DecodeError("unexpected message shape")
+
+    @abc.abstractmethod
+    def decode_data(
+        self, channel: str, symbol: str, raw: msgspec.Raw, recv_ts: int, out: Output
+    ) -> None:
+        """Decode the ``data`` payload of one subscribed stream into ``out``."""
