@@ -104,6 +104,12 @@ class JsonlSinkConfig(_SinkBase, tag="jsonl", frozen=True, kw_only=True):
 
     path: str
     flush_interval: _Positive = 1.0
+    rotate_bytes: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Start a new file once the current one holds this many (uncompressed) bytes."""
+    rotate_interval: _Positive | None = None
+    """Start a new file every this many seconds."""
+    compression: Literal["none", "zstd"] = "none"
+    """``zstd`` writes ``.zst`` files (needs the ``zstandard`` package: ``streamkit[zstd]``)."""
 
 
 class ConsoleSinkConfig(_SinkBase, tag="console", frozen=True, kw_only=True):
@@ -113,7 +119,78 @@ class ConsoleSinkConfig(_SinkBase, tag="console", frozen=True, kw_only=True):
     policy: Policy = "drop_oldest"
 
 
-SinkConfig = JsonlSinkConfig | ConsoleSinkConfig
+class RetryOptions(_Strict, frozen=True):
+    """Delays between attempts to publish what a broker did not acknowledge: capped
+    exponential, ``initial * multiplier**attempt`` up to ``max`` (with jitter)."""
+
+    initial: _Positive = 0.1
+    max: _Positive = 5.0
+    multiplier: Annotated[float, msgspec.Meta(ge=1)] = 2.0
+
+
+class NatsStreamConfig(_Strict, frozen=True):
+    """The JetStream stream the ``nats`` sink publishes into; created when missing, checked
+    (and, with ``update: true``, updated) when it exists.
+
+    subjects: subjects the stream captures (must cover the sink's subject template).
+    max_age: seconds a message is kept (None: no limit). max_msgs / max_bytes: None is no limit.
+    duplicate_window: seconds within which a re-published record (same ``Nats-Msg-Id``) is
+        recognised and stored once: what makes the sink's retries safe.
+    """
+
+    name: str = "STREAMKIT"
+    subjects: list[str] = msgspec.field(default_factory=lambda: ["md.>"])
+    storage: Literal["file", "memory"] = "file"
+    max_age: _Positive | None = None
+    max_msgs: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_bytes: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    duplicate_window: _Positive = 120.0
+    create: bool = True
+    update: bool = False
+
+
+class NatsSinkConfig(_SinkBase, tag="nats", frozen=True, kw_only=True):
+    """Publish every record to NATS JetStream with publish acknowledgements.
+
+    subject: template with ``{type}``, ``{exchange}``, ``{symbol}`` (``_`` when null; dots
+        and wildcards in values become ``_``).
+    encoding: ``msgpack`` (compact, default) or ``json`` (the DESIGN.md JSON object).
+    batch_size: records taken off the queue per pipelined batch.
+    max_in_flight: published records awaiting their ack at most.
+    ack_timeout: seconds to wait for an ack before the record is retried.
+    shutdown_timeout: at shutdown, seconds to keep retrying unacknowledged records before
+        they are reported as lost.
+    """
+
+    url: str = "nats://127.0.0.1:4222"
+    subject: str = "md.{type}.{exchange}.{symbol}"
+    encoding: Literal["msgpack", "json"] = "msgpack"
+    stream: NatsStreamConfig = NatsStreamConfig()
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 512
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 4096
+    ack_timeout: _Positive = 5.0
+    retry: RetryOptions = RetryOptions()
+    shutdown_timeout: _Positive = 20.0
+
+
+class RedisSinkConfig(_SinkBase, tag="redis", frozen=True, kw_only=True):
+    """Append every record to a Redis stream (``XADD``) in pipelined batches.
+
+    key: stream key template with ``{type}``, ``{exchange}``, ``{symbol}`` (``_`` when null).
+    maxlen: approximate cap per stream (``MAXLEN ~``); None keeps everything.
+    encoding: of the ``data`` field: ``msgpack`` (default) or ``json``.
+    """
+
+    url: str = "redis://127.0.0.1:6379"
+    key: str = "md:{type}:{exchange}:{symbol}"
+    maxlen: Annotated[int, msgspec.Meta(ge=1)] | None = 1_000_000
+    encoding: Literal["msgpack", "json"] = "msgpack"
+    batch_size: Annotated[int, msgspec.Meta(ge=1)] = 512
+    retry: RetryOptions = RetryOptions()
+    shutdown_timeout: _Positive = 20.0
+
+
+SinkConfig = JsonlSinkConfig | ConsoleSinkConfig | NatsSinkConfig | RedisSinkConfig
 
 
 class SimulatorConfig(_Strict, frozen=True):

@@ -10,7 +10,13 @@ from __future__ import annotations
 import abc
 
 from streamkit.channel import Bus, Subscription
-from streamkit.config import ConsoleSinkConfig, JsonlSinkConfig, SinkConfig
+from streamkit.config import (
+    ConsoleSinkConfig,
+    JsonlSinkConfig,
+    NatsSinkConfig,
+    RedisSinkConfig,
+    SinkConfig,
+)
 
 
 class Sink(abc.ABC):
@@ -45,4 +51,12 @@ def build_sink(name: str, config: SinkConfig) -> Sink:
         from streamkit.sinks.console import ConsoleSink
 
         return ConsoleSink(name, config)
+    if isinstance(config, NatsSinkConfig):
+        from streamkit.sinks.nats import NatsSink  # imported lazily: nats-py is optional
+
+        return NatsSink(name, config)
+    if isinstance(config, RedisSinkConfig):
+        from streamkit.sinks.redis import RedisSink  # imported lazily: redis is optional
+
+        return RedisSink(name, config)
     raise AssertionError(f"unhandled sink config {config!r}")
