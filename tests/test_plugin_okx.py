@@ -1,0 +1,532 @@
+"""The OKX plugin, sans-I/O: real captured frames in, verified books and records out.
+
+The capture (``streamkit/simulator/data/okx.jsonl``) is a live OKX v5 session from May 2022:
+three ``books`` checksum sequences, trades, tickers, and the per-arg subscribe acks. Expected
+books are computed here from the raw JSON, independently of the plugin and of BookSync.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import msgspec
+import pytest
+
+from streamkit.book import OrderBook
+from streamkit.config import FeedConfig
+from streamkit.feed import (
+    DecodeError,
+    Heartbeat,
+    Limits,
+    Output,
+    Reconnect,
+    ResyncBook,
+    Send,
+)
+from streamkit.model import (
+    BBO,
+    Book,
+    Funding,
+    Liquidation,
+    OpenInterest,
+    Status,
+    StatusEvent,
+    Ticker,
+    Trade,
+)
+from streamkit_okx import OkxFeed
+from streamkit_okx.checksum import okx_checksum
+from streamkit_okx.feed import OkxProtocol
+
+GROUPS = ["okx-books-BTC-USD-220527", "okx-books-UNI-USD-SWAP", "okx-books-BTC-USDT"]
+CAPTURED = ["BTC-USD-220527", "UNI-USD-PERP", "BTC-USDT"]
+
+
+@pytest.fixture(scope="module")
+def capture() -> list[dict[str, Any]]:
+    text = (resources.files("streamkit.simulator") / "data" / "okx.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def make_protocol(
+    symbols: list[str] | None = None,
+    channels: list[str] | None = None,
+    feed_class: type[OkxFeed] = OkxFeed,
+) -> OkxProtocol:
+    cfg = FeedConfig(exchange="okx", symbols=symbols or CAPTURED, channels=channels or ["l2_book"])
+    feed = feed_class(cfg, url="ws://sim/ws/v5/public")
+    [plan] = feed.plan()
+    protocol = feed.protocol(plan, "okx/0")
+    protocol.subscriptions()
+    return protocol
+
+
+def group_frames(capture: list[dict[str, Any]], group: str) -> list[bytes]:
+    return [r["raw"].encode() for r in capture if r.get("group") == group]
+
+
+def expected_book(frames: list[bytes]) -> tuple[dict[Decimal, str], dict[Decimal, str]]:
+    """The book after ``frames``, by OKX's documented rules, keeping the original size strings
+    (and the price strings as keys' companions) so string-level equality can be checked."""
+    bids: dict[Decimal, tuple[str, str]] = {}
+    asks: dict[Decimal, tuple[str, str]] = {}
+    for raw in frames:
+        msg = json.loads(raw)
+        for d in msg["data"]:
+            if msg["action"] == "snapshot":
+                bids, asks = {}, {}
+            for side, book in (("bids", bids), ("asks", asks)):
+                for px, sz, *_ in d[side]:
+                    if Decimal(sz) == 0:
+                        book.pop(Decimal(px), None)
+                    else:
+                        book[Decimal(px)] = (px, sz)
+    return (
+        {p: f"{px}:{sz}" for p, (px, sz) in bids.items()},
+        {p: f"{px}:{sz}" for p, (px, sz) in asks.items()},
+    )
+
+
+def as_strings(side: dict[Decimal, Decimal]) -> dict[Decimal, str]:
+    return {p: f"{p:f}:{s:f}" for p, s in side.items()}
+
+
+def feed_all(protocol: OkxProtocol, frames: list[bytes], out: Output) -> None:
+    for i, frame in enumerate(frames):
+        protocol.on_message(frame, i, out)
+
+
+def of_type(records: list[Any], cls: type[Any]) -> list[Any]:
+    return [r for r in records if isinstance(r, cls)]
+
+
+def status_events(out: Output) -> list[StatusEvent]:
+    return [r.event for r in out.records if isinstance(r, Status)]
+
+
+# --- symbols and plan ----------------------------------------------------------------------
+
+
+def test_symbol_mapping_is_reversible() -> None:
+    feed = make_protocol().feed
+    pairs = {
+        "BTC-USDT": "BTC-USDT",
+        "BTC-USDT-PERP": "BTC-USDT-SWAP",
+        "UNI-USD-PERP": "UNI-USD-SWAP",
+        "BTC-USD-220527": "BTC-USD-220527",
+        "BTC-USD-220527-30000-C": "BTC-USD-220527-30000-C",
+        "1INCH-USDT": "1INCH-USDT",
+    }
+    for normalized, inst_id in pairs.items():
+        assert feed.exchange_symbol(normalized) == inst_id
+        assert feed.normalize_symbol(inst_id) == normalized
+    for bad in ["BTCUSDT", "btc-usdt", "BTC-USDT-SWAP", "BTC-USD-2205", "BTC-USD-220527-X-C"]:
+        with pytest.raises(ValueError):
+            feed.exchange_symbol(bad)
+    with pytest.raises(ValueError):
+        feed.normalize_symbol("BTC-USDT-PERP")
+
+
+def test_declared_limits_and_heartbeat() -> None:
+    assert OkxFeed.heartbeat == Heartbeat(interval=20.0, payload=b"ping")
+    limits = OkxFeed.limits
+    assert (limits.max_connects, limits.connect_window) == (3, 1.0)  # 3 connects/s per IP
+    assert limits.max_messages_per_second * 3600 == pytest.approx(480)  # 480 requests/hour
+
+
+def test_check_rejects_channels_the_instrument_type_lacks() -> None:
+    cfg = FeedConfig(
+        exchange="okx", symbols=["BTC-USDT", "BTC-USDT-PERP"], channels=["funding", "trades"]
+    )
+    problems = OkxFeed(cfg).check()
+    assert problems == [("symbols[0]", problems[0][1])]
+    assert "funding" in problems[0][1] and "SPOT" in problems[0][1]
+
+
+# --- subscribing and acks ------------------------------------------------------------------
+
+
+def test_subscribe_message_format_and_liquidation_args_are_shared() -> None:
+    protocol = make_protocol(
+        ["BTC-USDT-PERP", "ETH-USDT-PERP"], ["trades", "l2_book", "liquidations"]
+    )
+    [request] = protocol.subscriptions()
+    body = json.loads(request.payload)
+    assert body["op"] == "subscribe" and body["id"] == request.key
+    assert body["args"] == [
+        {"channel": "trades", "instId": "BTC-USDT-SWAP"},
+        {"channel": "books", "instId": "BTC-USDT-SWAP"},
+        {"channel": "liquidation-orders", "instType": "SWAP"},
+        {"channel": "trades", "instId": "ETH-USDT-SWAP"},
+        {"channel": "books", "instId": "ETH-USDT-SWAP"},
+    ]
+    assert len(request.streams) == 6  # both symbols' liquidations ride one arg
+
+
+def test_subscriptions_respect_count_and_64kb_limits() -> None:
+    class Roomy(OkxFeed):
+        limits = Limits(max_streams_per_connection=100_000, max_streams_per_message=100_000)
+
+    symbols = [f"T{i:04d}-USDT" for i in range(3000)]
+    protocol = make_protocol(symbols, ["trades"], Roomy)
+    requests = protocol.subscriptions()
+    assert len(requests) > 1
+    assert all(len(r.payload) <= 64 * 1024 for r in requests)
+    assert sum(len(json.loads(r.payload)["args"]) for r in requests) == 3000
+
+    symbols = [f"T{i:04d}-USDT" for i in range(450)]
+    plans = OkxFeed(FeedConfig(exchange="okx", symbols=symbols, channels=["trades"])).plan()
+    assert [len(p.streams) for p in plans] == [150, 150, 150]
+    for plan in plans:
+        proto = OkxFeed(FeedConfig(exchange="okx", symbols=symbols, channels=["trades"]))
+        assert len(proto.protocol(plan, "okx/x").subscriptions()) == 1
+
+
+def test_captured_per_arg_acks_settle_the_request_once(capture: list[dict[str, Any]]) -> None:
+    protocol = make_protocol(CAPTURED, ["ticker", "trades", "l2_book"])
+    acks = [r["raw"].encode() for r in capture if r["kind"] == "subscribe_ack"]
+    assert len(acks) == 18  # OKX acked every arg of cryptofeed's three growing requests
+    out = Output()
+    settled_at = []
+    for i, frame in enumerate(acks):
+        assert protocol.on_message(frame, i, out) is False
+        if out.acks:
+            settled_at.append((i, list(out.acks)))
+            out.clear()
+    # The request settles exactly when its 9th distinct arg is acked; repeats settle nothing.
+    distinct = [len(set(acks[: i + 1])) for i in range(len(acks))]
+    complete = distinct.index(9)
+    assert complete == 17  # cryptofeed asked for books last
+    assert settled_at == [(complete, ["1"])]
+    assert out.records == []
+
+
+def test_acks_map_to_each_of_several_requests() -> None:
+    class Small(OkxFeed):
+        limits = Limits(max_streams_per_connection=100, max_streams_per_message=2)
+
+    protocol = make_protocol(["BTC-USDT", "ETH-USDT"], ["trades", "ticker"], Small)
+    assert [r.key for r in protocol.subscriptions()] == ["1", "2"]
+    out = Output()
+    for channel, inst in [("trades", "ETH-USDT"), ("trades", "BTC-USDT")]:
+        frame = json.dumps({"event": "subscribe", "arg": {"channel": channel, "instId": inst}})
+        protocol.on_message(frame.encode(), 0, out)
+    assert out.acks == []  # request 1 = BTC trades + tickers, request 2 = ETH trades + tickers
+    protocol.on_message(
+        b'{"event":"subscribe","arg":{"channel":"tickers","instId":"ETH-USDT"}}', 0, out
+    )
+    assert out.acks == ["2"]
+    protocol.on_message(
+        b'{"event":"subscribe","arg":{"channel":"tickers","instId":"BTC-USDT"}}', 0, out
+    )
+    assert out.acks == ["2", "1"]
+
+
+def test_captured_error_rejects_the_request_naming_that_arg(
+    capture: list[dict[str, Any]],
+) -> None:
+    [nmr_error, _] = [r["raw"].encode() for r in capture if r["kind"] == "subscribe_error"]
+    protocol = make_protocol(["NMR-USDT"], ["ticker"])
+    out = Output()
+    assert protocol.on_message(nmr_error, 0, out) is False
+    [(key, reason)] = out.rejects
+    assert key == "1" and reason.startswith("code 60018: Wrong URL or channel:tickers")
+    # Settled: a repeat is no longer attributable to a request and becomes a status record.
+    out.clear()
+    protocol.on_message(nmr_error, 1, out)
+    assert out.rejects == [] and status_events(out) == [StatusEvent.ERROR]
+
+
+def test_error_with_echoed_id_or_without_detail() -> None:
+    class Small(OkxFeed):
+        limits = Limits(max_streams_per_connection=100, max_streams_per_message=1)
+
+    protocol = make_protocol(["BTC-USDT", "ETH-USDT"], ["trades"], Small)
+    out = Output()
+    protocol.on_message(
+        b'{"id":"2","event":"error","code":"60012","msg":"Invalid request"}', 0, out
+    )
+    assert out.rejects == [("2", "code 60012: Invalid request")]
+    protocol.on_message(b'{"event":"error","code":"60012","msg":"Invalid request"}', 0, out)
+    assert out.rejects[-1] == ("1", "code 60012: Invalid request")  # the oldest still waiting
+
+
+def test_text_pong_is_a_heartbeat_not_data(capture: list[dict[str, Any]]) -> None:
+    [ping] = [r["raw"] for r in capture if r["kind"] == "ping"]
+    [pong] = [r["raw"].encode() for r in capture if r["kind"] == "pong"]
+    assert ping.encode() == OkxFeed.heartbeat.payload
+    protocol = make_protocol()
+    out = Output()
+    assert protocol.on_message(pong, 0, out) is False
+    assert out.pong is True and out.records == [] and out.acks == []
+
+
+def test_service_upgrade_notice_reconnects() -> None:
+    out = Output()
+    frame = (
+        b'{"event":"notice","code":"64008",'
+        b'"msg":"The connection will soon be closed for a service upgrade.","connId":"a"}'
+    )
+    assert make_protocol().on_message(frame, 0, out) is False
+    assert isinstance(out.actions[0], Reconnect)
+    assert status_events(out) == [StatusEvent.ERROR]
+
+
+# --- books ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_captured_checksum_verifies_and_final_book_matches(
+    capture: list[dict[str, Any]], group: str
+) -> None:
+    frames = group_frames(capture, group)
+    protocol = make_protocol()
+    out = Output()
+    feed_all(protocol, frames, out)
+    books = of_type(out.records, Book)
+    assert status_events(out) == []
+    assert len(books) == len(frames) > 90  # every update verified and published
+    assert books[0].snapshot and not any(b.snapshot for b in books[1:])
+    assert out.actions == []
+
+    inst_id = json.loads(frames[0])["arg"]["instId"]
+    sync = protocol.books[inst_id]
+    assert sync.live and sync.checksum_failures == 0 and sync.gaps == 0
+    bids, asks = expected_book(frames)
+    assert as_strings(sync.book.bids) == bids
+    assert as_strings(sync.book.asks) == asks
+    # The independent model reproduces the venue's last checksum too.
+    top_bids = [bids[p] for p in sorted(bids, reverse=True)[:25]]
+    top_asks = [asks[p] for p in sorted(asks)[:25]]
+    parts = [x for i in range(25) for x in (top_bids[i : i + 1] + top_asks[i : i + 1])]
+    crc = zlib.crc32(":".join(parts).encode())
+    signed = crc - (1 << 32) if crc >= 1 << 31 else crc
+    assert signed == json.loads(frames[-1])["data"][0]["checksum"]
+
+
+def _corrupt_top_level(frames: list[bytes], index: int) -> bytes:
+    """Frame ``index`` with one size inside the resulting top 25 changed."""
+    bids, asks = expected_book(frames[: index + 1])
+    top = set(sorted(bids, reverse=True)[:25]) | set(sorted(asks)[:25])
+    msg = json.loads(frames[index])
+    for side in ("bids", "asks"):
+        for level in msg["data"][0][side]:
+            if Decimal(level[0]) in top and Decimal(level[1]) != 0:
+                level[1] = str(Decimal(level[1]) + 1)
+                return json.dumps(msg).encode()
+    raise AssertionError("no top-25 level in this frame")
+
+
+def test_corrupted_size_is_detected_never_published_and_resynced(
+    capture: list[dict[str, Any]],
+) -> None:
+    frames = group_frames(capture, "okx-books-BTC-USDT")
+    bad_index = 10
+    protocol = make_protocol()
+    out = Output()
+    feed_all(protocol, frames[:bad_index], out)
+    published = len(of_type(out.records, Book))
+    assert published == bad_index
+    out.clear()
+
+    protocol.on_message(_corrupt_top_level(frames, bad_index), 0, out)
+    assert of_type(out.records, Book) == []  # the failed state is never published
+    assert status_events(out) == [StatusEvent.CHECKSUM_MISMATCH, StatusEvent.RESYNC]
+    assert out.actions == [ResyncBook("BTC-USDT", out.actions[0].reason)]  # type: ignore[union-attr]
+    assert protocol.books["BTC-USDT"].checksum_failures == 1
+
+    # The actor asks the protocol how to resync: resubscribe only that instId's books.
+    sends = protocol.resync("BTC-USDT", "checksum_mismatch")
+    assert all(isinstance(s, Send) for s in sends)
+    assert [json.loads(s.payload) for s in sends if isinstance(s, Send)] == [
+        {"op": "unsubscribe", "args": [{"channel": "books", "instId": "BTC-USDT"}]},
+        {"op": "subscribe", "args": [{"channel": "books", "instId": "BTC-USDT"}]},
+    ]
+    # Updates still in flight are dropped until the resubscription's snapshot arrives.
+    out.clear()
+    feed_all(protocol, frames[bad_index + 1 : bad_index + 5], out)
+    assert out.records == []
+    protocol.on_message(
+        b'{"event":"unsubscribe","arg":{"channel":"books","instId":"BTC-USDT"}}', 0, out
+    )
+    protocol.on_message(
+        b'{"event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT"}}', 0, out
+    )
+    assert out.acks == [] and out.rejects == []
+    protocol.on_message(frames[0], 0, out)
+    [book] = of_type(out.records, Book)
+    assert book.snapshot and protocol.books["BTC-USDT"].live
+
+
+def test_corrupted_snapshot_is_not_published(capture: list[dict[str, Any]]) -> None:
+    frames = group_frames(capture, "okx-books-UNI-USD-SWAP")
+    protocol = make_protocol()
+    out = Output()
+    protocol.on_message(_corrupt_top_level(frames, 0), 0, out)
+    assert of_type(out.records, Book) == []
+    assert status_events(out) == [StatusEvent.CHECKSUM_MISMATCH, StatusEvent.RESYNC]
+    assert isinstance(out.actions[0], ResyncBook) and out.actions[0].symbol == "UNI-USD-PERP"
+
+
+def _with_seq_ids(frames: list[bytes]) -> list[bytes]:
+    """The captured frames as newer servers send them: with a seqId/prevSeqId chain."""
+    chained = []
+    for i, raw in enumerate(frames):
+        msg = json.loads(raw)
+        msg["data"][0]["seqId"] = 1000 + i
+        msg["data"][0]["prevSeqId"] = -1 if i == 0 else 999 + i
+        chained.append(json.dumps(msg).encode())
+    return chained
+
+
+def test_seq_id_chain_applies_and_detects_a_skipped_update(
+    capture: list[dict[str, Any]],
+) -> None:
+    frames = _with_seq_ids(group_frames(capture, "okx-books-BTC-USD-220527"))
+    protocol = make_protocol()
+    out = Output()
+    feed_all(protocol, frames[:20], out)
+    assert status_events(out) == [] and len(of_type(out.records, Book)) == 20
+    assert of_type(out.records, Book)[-1].seq == 1019
+
+    # An unchanged book is re-sent with seqId == prevSeqId and no levels: not a gap.
+    out.clear()
+    idle = (
+        b'{"arg":{"channel":"books","instId":"BTC-USD-220527"},"action":"update","data":'
+        b'[{"asks":[],"bids":[],"ts":"1","checksum":0,"seqId":1019,"prevSeqId":1019}]}'
+    )
+    assert protocol.on_message(idle, 0, out) is True
+    assert out.records == []
+
+    protocol.on_message(frames[21], 0, out)  # frames[20] skipped
+    assert status_events(out) == [StatusEvent.GAP, StatusEvent.RESYNC]
+    assert of_type(out.records, Book) == []
+
+
+def test_checksum_uses_plain_digits_for_tiny_sizes() -> None:
+    book = OrderBook()
+    book.apply_snapshot([(Decimal("30000.1"), Decimal("0.00000062"))], [])
+    expected = zlib.crc32(b"30000.1:0.00000062")
+    expected = expected - (1 << 32) if expected >= 1 << 31 else expected
+    assert str(Decimal("0.00000062")) == "6.2E-7"  # why str() cannot be used
+    assert okx_checksum(book) == expected
+
+
+# --- other channels ------------------------------------------------------------------------
+
+
+def test_captured_trades_normalize(capture: list[dict[str, Any]]) -> None:
+    protocol = make_protocol(CAPTURED, ["trades"])
+    rows = [r for r in capture if r["kind"] == "trade"]
+    out = Output()
+    for row in rows:
+        assert protocol.on_message(row["raw"].encode(), 7, out) is True
+    trades = of_type(out.records, Trade)
+    assert len(trades) == len(rows) == 12
+    for trade, row in zip(trades, rows, strict=True):
+        [wire] = json.loads(row["raw"])["data"]
+        assert trade.price == Decimal(wire["px"]) and str(trade.price) == wire["px"]
+        assert trade.size == Decimal(wire["sz"])
+        assert trade.side == wire["side"]  # OKX's side is the taker's
+        assert trade.id == wire["tradeId"]
+        assert trade.ts == int(wire["ts"]) * 1_000_000 and trade.recv_ts == 7
+    uni = next(t for t in trades if t.symbol == "UNI-USD-PERP")
+    # {"instId":"UNI-USD-SWAP","tradeId":"12883020","px":"5.123","sz":"100","side":"sell",...}
+    assert (uni.price, uni.size, uni.side, uni.id) == (Decimal("5.123"), 100, "sell", "12883020")
+
+
+def test_captured_tickers_normalize(capture: list[dict[str, Any]]) -> None:
+    protocol = make_protocol(CAPTURED, ["ticker"])
+    out = Output()
+    for row in (r for r in capture if r["kind"] == "ticker"):
+        protocol.on_message(row["raw"].encode(), 0, out)
+    tickers = of_type(out.records, Ticker)
+    assert len(tickers) == 9
+    spot = next(t for t in tickers if t.symbol == "BTC-USDT")
+    assert (spot.last, spot.bid, spot.ask) == (
+        Decimal("30236"),
+        Decimal("30228.6"),
+        Decimal("30228.7"),
+    )
+    assert spot.volume_24h == Decimal("17602.13085371")  # base volume
+    assert spot.quote_volume_24h == Decimal("525802090.62716611")
+    swap = next(t for t in tickers if t.symbol == "UNI-USD-PERP")
+    assert swap.volume_24h == Decimal("577730.7823")  # volCcy24h: base, not contracts
+    assert swap.quote_volume_24h is None and swap.ts == 1652459223143 * 1_000_000
+
+
+def test_bbo_tbt_doc_example(capture: list[dict[str, Any]]) -> None:
+    [row] = [r for r in capture if r["kind"] == "bbo"]
+    protocol = make_protocol(["BTC-USDT"], ["bbo"])
+    out = Output()
+    assert protocol.on_message(row["raw"].encode(), 0, out) is True
+    [bbo] = out.records
+    assert isinstance(bbo, BBO)
+    assert (bbo.bid_price, bbo.bid_size, bbo.ask_price, bbo.ask_size) == (
+        Decimal("8476.97"),
+        Decimal("256"),
+        Decimal("8476.98"),
+        Decimal("415"),
+    )
+
+
+def test_funding_open_interest_and_liquidations() -> None:
+    # Shapes from OKX's documentation examples (values are the docs', not a live capture).
+    protocol = make_protocol(
+        ["BTC-USDT-PERP", "IOST-USDT-PERP"], ["funding", "open_interest", "liquidations"]
+    )
+    out = Output()
+    protocol.on_message(
+        b'{"arg":{"channel":"funding-rate","instId":"BTC-USDT-SWAP"},"data":[{"instId":"BTC-USDT-SWAP","fundingRate":"0.0001","nextFundingRate":"","fundingTime":"1744590349506","nextFundingTime":"1744619149506","ts":"1744590349000"}]}',
+        1,
+        out,
+    )
+    protocol.on_message(
+        b'{"arg":{"channel":"open-interest","instId":"BTC-USDT-SWAP"},"data":[{"instType":"SWAP","instId":"BTC-USDT-SWAP","oi":"5000","oiCcy":"555.55","oiUsd":"50000","ts":"1743041250440"}]}',
+        2,
+        out,
+    )
+    protocol.on_message(
+        b'{"arg":{"channel":"liquidation-orders","instType":"SWAP"},"data":[{"details":[{"bkLoss":"0","bkPx":"0.007831","ccy":"","posSide":"short","side":"buy","sz":"13","ts":"1692266434010"}],"instFamily":"IOST-USDT","instId":"IOST-USDT-SWAP","instType":"SWAP","uly":"IOST-USDT"},{"details":[{"bkLoss":"0","bkPx":"1","ccy":"","posSide":"long","side":"sell","sz":"1","ts":"1692266434010"}],"instId":"DOGE-USDT-SWAP","instType":"SWAP"}]}',
+        3,
+        out,
+    )
+    [funding] = of_type(out.records, Funding)
+    assert funding.rate == Decimal("0.0001") and funding.predicted_rate is None
+    assert funding.next_funding_ts == 1744590349506 * 1_000_000
+    [oi] = of_type(out.records, OpenInterest)
+    assert oi.open_interest == 5000 and oi.symbol == "BTC-USDT-PERP"
+    [liq] = of_type(out.records, Liquidation)  # DOGE is not configured: filtered out
+    assert (liq.symbol, liq.side, liq.price, liq.size) == (
+        "IOST-USDT-PERP",
+        "buy",
+        Decimal("0.007831"),
+        Decimal("13"),
+    )
+
+
+# --- malformed input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"not json",
+        b'{"unexpected":true}',
+        b'{"event":"mystery"}',
+        b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"merge","data":[]}',
+        b'{"arg":{"channel":"books","instId":"ETH-USDT"},"action":"update","data":[]}',
+        b'{"arg":{"channel":"candle1m","instId":"BTC-USDT"},"data":[[]]}',
+        b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"1","px":"1","sz":"1","side":"up","ts":"1"}]}',
+        b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"1","px":"x","sz":"1","side":"buy","ts":"1"}]}',
+        b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"snapshot","data":[{"asks":[["1"]],"bids":[],"ts":"1"}]}',
+    ],
+)
+def test_malformed_frames_raise(frame: bytes) -> None:
+    protocol = make_protocol(["BTC-USDT"], ["trades", "l2_book"])
+    with pytest.raises((DecodeError, msgspec.DecodeError)):
+        protocol.on_message(frame, 0, Output())
