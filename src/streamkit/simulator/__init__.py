@@ -8,11 +8,15 @@ and gives tests a venue whose faults they control::
         snapshot_url = sim.rest_url + "/api/v3/depth?symbol=NKNUSDT&limit=1000"
         sim.inject(Fault("stall", seconds=1.0))
 
+Every other venue (OKX, Kraken v2, Bybit, Coinbase, BitMEX, Deribit, Binance USD-M) comes from
+``make_simulator("okx", rate=50)`` (see :mod:`.factory`, :mod:`.venue_server`, :mod:`.venues`).
+
 See :mod:`.server` for endpoints and options, :mod:`.faults` for fault kinds, :mod:`.replay`
 for how captured frames are looped, and :mod:`.connection` for per-connection limits.
 """
 
 from streamkit.simulator.book import BookState
+from streamkit.simulator.factory import EXCHANGES, make_simulator
 from streamkit.simulator.faults import Fault, FaultError, FaultKind
 from streamkit.simulator.server import (
     DEFAULT_RATE,
@@ -21,9 +25,11 @@ from streamkit.simulator.server import (
     run_simulator,
 )
 from streamkit.simulator.stats import ConnectionStats, SimulatorStats
+from streamkit.simulator.venue_server import VenueSimulator
 
 __all__ = [
     "DEFAULT_RATE",
+    "EXCHANGES",
     "BinanceSimulator",
     "BookState",
     "ConnectionStats",
@@ -32,5 +38,7 @@ __all__ = [
     "FaultKind",
     "SimulatorOptions",
     "SimulatorStats",
+    "VenueSimulator",
+    "make_simulator",
     "run_simulator",
 ]

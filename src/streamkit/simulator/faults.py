@@ -15,6 +15,10 @@ Kinds and the fields each one reads:
 * ``oversize``: send one text frame of exactly ``size`` bytes (valid JSON padding).
 * ``gap``: withhold the next depth diff of ``symbol`` (``None``: of any symbol) from the
   target, so its next diff has ``U != previous u + 1``; the server's book still applies it.
+  (Other venues: withhold the next book update of ``symbol``.)
+* ``duplicate``: send the next book update of ``symbol`` twice (venue simulators only).
+* ``bad_checksum``: corrupt the checksum field of the next book update of ``symbol``, the
+  levels stay as captured (venue simulators of checksummed books: OKX, Kraken).
 * ``close``: close the WebSocket with ``code`` and ``reason``.
 * ``reject``: refuse the next ``count`` WebSocket handshakes (whoever makes them) with HTTP
   ``status``, plus a ``Retry-After: <retry_after>`` header when ``retry_after`` is set.
@@ -32,13 +36,27 @@ from typing import Final, Literal, TypeAlias
 import msgspec
 
 FaultKind: TypeAlias = Literal[
-    "drop", "stall", "resume", "garbage", "oversize", "gap", "close", "reject", "shutdown"
+    "drop",
+    "stall",
+    "resume",
+    "garbage",
+    "oversize",
+    "gap",
+    "close",
+    "reject",
+    "shutdown",
+    "duplicate",
+    "bad_checksum",
 ]
 
 #: Faults aimed at connections (all but ``reject``, which acts on future handshakes).
 CONNECTION_FAULTS: Final[frozenset[str]] = frozenset(
     {"drop", "stall", "resume", "garbage", "oversize", "gap", "close", "shutdown"}
 )
+
+#: Faults on the next book update of a symbol (the venue simulators support all three; the
+#: Binance spot simulator only ``gap``).
+BOOK_FAULTS: Final[frozenset[str]] = frozenset({"gap", "duplicate", "bad_checksum"})
 
 DEFAULT_GARBAGE: Final = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 _OVERSIZE_HEAD: Final = b'{"pad":"'

@@ -70,6 +70,9 @@ _MISSING_SYMBOL: Final = "Mandatory parameter 'symbol' was not sent, was empty/n
 _BAD_LIMIT: Final = "Illegal characters found in parameter 'limit'; legal range is '1-5000'."
 
 
+_VENUE_OPTIONS: Final = frozenset({"replay_once", "max_pending", "close_timeout"})
+
+
 class SimulatorOptions(TypedDict, total=False):
     """Keyword options of :class:`BinanceSimulator` besides host, port and rate."""
 
@@ -311,7 +314,10 @@ class BinanceSimulator:
     def inject(self, fault: Fault) -> int:
         """Inject ``fault`` now; returns how many connections it was applied to (for
         ``reject``: how many future handshakes will be refused). A ``conn`` that is not open
-        matches nothing."""
+        matches nothing. Raises :class:`FaultError` for ``duplicate`` / ``bad_checksum``,
+        which only the venue simulators (:func:`~streamkit.simulator.make_simulator`) do."""
+        if fault.kind not in CONNECTION_FAULTS and fault.kind != "reject":
+            raise FaultError(f"the Binance spot simulator does not support {fault.kind!r}")
         self._faults[fault.kind] += 1
         log.info("simulator.fault", kind=fault.kind, conn=fault.conn)
         if fault.kind == "reject":
@@ -485,9 +491,10 @@ class BinanceSimulator:
     async def _handle_fault(self, request: web.Request) -> web.Response:
         try:
             fault = decode_fault(await request.read())
+            affected = self.inject(fault)
         except FaultError as exc:
             return _json(msgspec.json.encode({"error": str(exc)}), status=400)
-        return _json(msgspec.json.encode({"affected": self.inject(fault)}))
+        return _json(msgspec.json.encode({"affected": affected}))
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return _json(msgspec.json.encode(self.stats))
@@ -506,13 +513,32 @@ async def run_simulator(
     rate: float = DEFAULT_RATE,
     *,
     quiet: bool = False,
+    exchange: str = "binance",
     **options: Unpack[SimulatorOptions],
 ) -> None:
-    """Run a :class:`BinanceSimulator` until cancelled (the ``streamkit simulate`` entry point).
+    """Run a simulator until cancelled (the ``streamkit simulate`` entry point).
 
-    Logs ``simulator.started`` with the URLs and, unless ``quiet``, prints them with a ready
-    to paste example; stops cleanly (connections closed with 1001) on cancellation.
+    ``exchange`` picks the venue (default Binance spot; any id of
+    :data:`streamkit.simulator.EXCHANGES`); other venues accept ``replay_once``,
+    ``max_pending`` and ``close_timeout`` of ``options``. Logs ``simulator.started`` with the
+    URLs and, unless ``quiet``, prints them with a ready to paste example; stops cleanly
+    (connections closed with 1001) on cancellation.
     """
+    if exchange not in ("binance", "binance_spot"):
+        from streamkit.simulator.factory import make_simulator  # here: factory imports us
+
+        venue_options = {k: v for k, v in options.items() if k in _VENUE_OPTIONS}
+        venue = make_simulator(exchange, host=host, port=port, rate=rate, **venue_options)
+        async with venue:
+            if not quiet:
+                print(
+                    f"streamkit simulator ({exchange} protocol) is running\n"
+                    f"  WebSocket: {venue.ws_url}\n"
+                    f"  REST:      {venue.rest_url}",
+                    flush=True,
+                )
+            await asyncio.Event().wait()
+        return
     async with BinanceSimulator(host=host, port=port, rate=rate, **options) as sim:
         if not quiet:
             print(
