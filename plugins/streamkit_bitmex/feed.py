@@ -405,7 +405,11 @@ class BitmexProtocol(FeedProtocol):
 
     def _funding(self, rows: list[schemas.FundingRow], recv_ts: int, records: list[Record]) -> None:
         for f in rows:
-            symbol, _ = self._symbol("funding", f.symbol)
+            # the funding channel subscribes the instrument topic; a funding-table row
+            # counts as the same channel
+            symbol, channels = self._symbol("instrument", f.symbol)
+            if "funding" not in channels:
+                raise DecodeError(f"funding data for {f.symbol}, whose funding was not asked for")
             records.append(
                 Funding(
                     exchange=self.exchange,

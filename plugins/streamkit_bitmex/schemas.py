@@ -13,8 +13,8 @@ Prices arrive as JSON numbers; msgspec decodes a number into Decimal from its te
 ``0.00001814`` stays exact. Sizes are contracts. Times are ISO 8601 strings (UTC).
 Rows of ``update`` messages carry only the fields that changed, so optional fields default
 to ``UNSET`` (absent) which is distinct from ``None`` (sent as null). Attributes are the
-snake_case of BitMEX's camelCase keys (``rename="camel"``; the ``...ID`` keys are named
-explicitly).
+snake_case of BitMEX's camelCase keys (``rename="camel"``; the ``...ID`` and ``...24h`` keys
+are named explicitly: msgspec would write ``...Id`` and ``...24H``).
 """
 
 from __future__ import annotations
@@ -122,11 +122,13 @@ class InstrumentRow(msgspec.Struct, gc=False, rename="camel"):
     last_price: Decimal | UnsetType | None = UNSET
     bid_price: Decimal | UnsetType | None = UNSET
     ask_price: Decimal | UnsetType | None = UNSET
-    prev_price24h: Decimal | UnsetType | None = UNSET
+    prev_price24h: Decimal | UnsetType | None = msgspec.field(default=UNSET, name="prevPrice24h")
     high_price: Decimal | UnsetType | None = UNSET
     low_price: Decimal | UnsetType | None = UNSET
     volume24h: Decimal | UnsetType | None = UNSET
-    foreign_notional24h: Decimal | UnsetType | None = UNSET
+    foreign_notional24h: Decimal | UnsetType | None = msgspec.field(
+        default=UNSET, name="foreignNotional24h"
+    )
     open_interest: Decimal | UnsetType | None = UNSET
     funding_rate: Decimal | UnsetType | None = UNSET
     indicative_funding_rate: Decimal | UnsetType | None = UNSET
