@@ -14,13 +14,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from streamkit_kraken import KrakenFeed
-from streamkit_kraken.checksum import Precision, book_checksum, level_token
-from streamkit_kraken.feed import KrakenProtocol, subscribed_depth
 
 from streamkit.config import FeedConfig
 from streamkit.feed import DecodeError, Output, ResyncBook, Send
 from streamkit.model import BBO, Book, Status, StatusEvent, Ticker, Trade
+from streamkit_kraken import KrakenFeed
+from streamkit_kraken.checksum import Precision, book_checksum, level_token
+from streamkit_kraken.feed import KrakenProtocol, subscribed_depth
 
 Side = dict[Decimal, Decimal]
 
