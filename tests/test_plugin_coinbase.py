@@ -18,6 +18,7 @@ import pytest
 from streamkit.config import FeedConfig
 from streamkit.feed import DecodeError, Limits, Output, ResyncBook, Send
 from streamkit.model import BBO, Book, Status, StatusEvent, Ticker, Trade
+from streamkit.testing import assert_conforms
 from streamkit_coinbase import CoinbaseFeed
 from streamkit_coinbase.feed import CoinbaseProtocol
 
@@ -416,3 +417,19 @@ def test_unknown_types_are_ignored_and_malformed_frames_raise() -> None:
             b'{"type":"snapshot","product_id":"NU-GBP","bids":[],"asks":[]}', 0, out
         )
     assert out.records == []
+
+
+def test_conforms_on_the_captured_exchange_feed(capture: list[dict[str, Any]]) -> None:
+    frames = [r["raw"] for r in capture if r["direction"] == "server->client"]
+    symbols = sorted({r["symbol"] for r in capture if r.get("symbol")})
+    report = assert_conforms(
+        CoinbaseFeed,
+        frames,
+        symbols=symbols,
+        channels=["trades", "l2_book", "ticker"],
+        options={"level2_channel": "level2"},  # what the capture subscribed to
+        plan_symbols=[f"S{i:03d}-USD" for i in range(300)],  # 900 streams: 3 connections
+    )
+    counts = report.counts
+    assert counts["book"] == 77 and counts["trade"] == 6 and counts["ticker"] == 6
+    assert not report.resyncs and not report.unsubscribed_streams

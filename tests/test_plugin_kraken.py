@@ -18,6 +18,7 @@ import pytest
 from streamkit.config import FeedConfig
 from streamkit.feed import DecodeError, Output, ResyncBook, Send
 from streamkit.model import BBO, Book, Status, StatusEvent, Ticker, Trade
+from streamkit.testing import assert_conforms
 from streamkit_kraken import KrakenFeed
 from streamkit_kraken.checksum import Precision, book_checksum, level_token
 from streamkit_kraken.feed import KrakenProtocol, subscribed_depth
@@ -510,3 +511,33 @@ def test_malformed_frames_raise_for_the_actor_to_count() -> None:
     with pytest.raises(DecodeError):
         protocol.on_message(b'{"channel":"book","type":"partial","data":[]}', 0, out)
     assert out.records == []
+
+
+class KrakenDepth10(KrakenFeed):
+    """The captured sessions subscribed depth 10 (the conformance kit uses the default
+    config, whose ``book_depth`` maps to 1000)."""
+
+    @property
+    def depth(self) -> int:
+        return 10
+
+
+def test_conforms_on_the_captured_v2_frames(capture: list[dict[str, Any]]) -> None:
+    kinds = {"subscribe_ack", "subscribe_error", "heartbeat", "pong"}
+    frames = [
+        r["raw"]
+        for r in capture
+        if r["api"] == "spot-ws-v2"
+        and r["direction"] == "server->client"
+        and (r.get("group") or r["kind"] in kinds)
+    ]
+    report = assert_conforms(
+        KrakenDepth10,
+        frames,
+        symbols=["BTC-USD", "ETH-USD"],
+        channels=["l2_book"],
+        plan_symbols=[f"S{i:03d}-USD" for i in range(300)],  # 300 streams: 2 connections
+    )
+    assert report.counts["book"] == 512
+    assert report.counts["status"] == 1  # the captured refusal of XBT/USD
+    assert not report.resyncs and not report.unsubscribed_streams
