@@ -78,8 +78,10 @@ class Replay:
         recv_ts = self.tick()
         try:
             protocol.on_connected(recv_ts, out)
+            # The actor's order: on_connected, then subscriptions() (which may number requests).
+            protocol.subscriptions()
         except Exception as exc:
-            self.v.append(Violation("protocol", f"on_connected raised {exc!r}"))
+            self.v.append(Violation("protocol", f"on_connected/subscriptions raised {exc!r}"))
         self.settle(protocol, out, recv_ts, "on_connected")
         for index, frame in enumerate(frames):
             data = frame.encode() if isinstance(frame, str) else frame
