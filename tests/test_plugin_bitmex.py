@@ -7,6 +7,7 @@ The instrument, funding and liquidation frames are written here in the documente
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from decimal import Decimal
@@ -16,7 +17,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from streamkit.config import FeedConfig
+from streamkit.actor import ConnectionActor
+from streamkit.channel import Bus, Subscription
+from streamkit.config import BackoffOptions, FeedConfig
 from streamkit.feed import DecodeError, Heartbeat, Output, ResyncBook, Send
 from streamkit.model import (
     BBO,
@@ -24,11 +27,14 @@ from streamkit.model import (
     Funding,
     Liquidation,
     OpenInterest,
+    Record,
     Status,
     StatusEvent,
     Ticker,
     Trade,
 )
+from streamkit.pacing import ConnectLimiter
+from streamkit.transport.memory import MemoryExchange
 from streamkit_bitmex import BitmexFeed
 from streamkit_bitmex.feed import BitmexProtocol
 
@@ -536,3 +542,84 @@ def test_insert_without_price_is_malformed_not_a_gap(capture: Rows) -> None:
     with pytest.raises(DecodeError):
         protocol.on_message(bad, 0, out)
     assert out.records == [] and 5 not in protocol.books["SOLUSDT"].levels
+
+
+# --- through the connection actor ---------------------------------------------------------------
+
+
+async def test_actor_confirms_per_topic_acks_and_resubscribes_a_broken_book(
+    capture: Rows,
+) -> None:
+    """The wiring the unit tests cannot see: per-topic acks settle the ledger, and a gap
+    resubscribes just that symbol's orderBookL2 over the live connection."""
+    exchange = MemoryExchange()
+    bus = Bus()
+    sub = bus.subscribe(maxsize=10_000)
+    cfg = FeedConfig(
+        exchange="bitmex",
+        symbols=["SOL-USDT-PERP", "TRX-USDT-PERP"],
+        channels=["l2_book"],
+        connect_timeout=2.0,
+        reconnect=BackoffOptions(initial=0.01, max=0.05),
+    )
+    feed = BitmexFeed(cfg, url="ws://sim/realtime")
+    [plan] = feed.plan()
+    actor = ConnectionActor(
+        feed,
+        plan,
+        bus,
+        transport_factory=exchange.transport_factory,
+        http_fetch=_no_http,
+        connect_limiter=ConnectLimiter(100, 1.0),
+    )
+    task = asyncio.create_task(actor.run())
+    try:
+        peer = await exchange.next_connection()
+        [welcome] = [raw(r) for r in capture if r["kind"] == "info"]
+        await peer.send_text(welcome)
+        request = json.loads(await peer.received())
+        assert request == {
+            "op": "subscribe",
+            "args": ["orderBookL2:SOLUSDT", "orderBookL2:TRXUSDT"],
+        }
+        for topic in request["args"]:
+            await peer.send_text(
+                json.dumps({"success": True, "subscribe": topic, "request": request})
+            )
+        await _until(sub, StatusEvent.SUBSCRIBED)
+        frames = group_frames(capture)
+        for frame in frames[:4]:
+            await peer.send_text(frame)
+        await peer.send_text(l2_frame("delete", {"symbol": "TRXUSDT", "id": 7, "side": "Sell"}))
+        seen = await _until(sub, StatusEvent.RESYNC)
+        assert sum(isinstance(r, Book) for r in seen) == 4
+        assert [json.loads(await peer.received()) for _ in range(2)] == [
+            {"op": "unsubscribe", "args": ["orderBookL2:TRXUSDT"]},
+            {"op": "subscribe", "args": ["orderBookL2:TRXUSDT"]},
+        ]
+        await peer.send_text(frames[1])  # TRXUSDT's fresh partial
+        [*_, snapshot] = await _until(sub, Book)
+        assert isinstance(snapshot, Book) and snapshot.snapshot
+        assert snapshot.symbol == "TRX-USDT-PERP"
+        assert actor.counters.reconnects == 0
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def _no_http(url: str) -> tuple[int, bytes]:
+    raise AssertionError(f"BitMEX needs no REST: {url}")
+
+
+async def _until(sub: Subscription, what: type[Record] | StatusEvent) -> list[Record]:
+    seen: list[Record] = []
+    async with asyncio.timeout(5.0):
+        while True:
+            rec = await sub.get()
+            seen.append(rec)
+            if isinstance(what, StatusEvent):
+                if isinstance(rec, Status) and rec.event is what:
+                    return seen
+            elif isinstance(rec, what):
+                return seen

@@ -6,6 +6,7 @@ the capture subscribed ``.raw`` channels, so the protocols here use ``options.in
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from importlib import resources
@@ -14,9 +15,23 @@ from typing import Any
 import msgspec
 import pytest
 
-from streamkit.config import FeedConfig
+from streamkit.actor import ConnectionActor
+from streamkit.channel import Bus, Subscription
+from streamkit.config import BackoffOptions, FeedConfig
 from streamkit.feed import DecodeError, Output, ResyncBook, Send
-from streamkit.model import BBO, Book, Funding, OpenInterest, Status, StatusEvent, Ticker, Trade
+from streamkit.model import (
+    BBO,
+    Book,
+    Funding,
+    OpenInterest,
+    Record,
+    Status,
+    StatusEvent,
+    Ticker,
+    Trade,
+)
+from streamkit.pacing import ConnectLimiter
+from streamkit.transport.memory import MemoryExchange
 from streamkit_deribit import DeribitFeed
 from streamkit_deribit import symbols as deribit_symbols
 from streamkit_deribit.feed import DeribitProtocol
@@ -453,3 +468,91 @@ def test_malformed_frames_raise(frame: bytes) -> None:
     protocol = make_protocol(["BTC-USD-PERP"], ["trades", "l2_book"])
     with pytest.raises((DecodeError, msgspec.DecodeError)):
         protocol.on_message(frame, 0, Output())
+
+
+# --- through the connection actor ---------------------------------------------------------------
+
+
+async def test_actor_runs_heartbeat_subscribe_and_book_resync_on_the_wire(capture: Rows) -> None:
+    """The wiring the unit tests above cannot see: set_heartbeat is the first message,
+    the ack confirms the ledger, test_request is answered, and a broken chain resubscribes
+    the book over the connection while the other streams stay up."""
+    exchange = MemoryExchange()
+    bus = Bus()
+    sub = bus.subscribe(maxsize=10_000)
+    cfg = FeedConfig(
+        exchange="deribit",
+        symbols=[OPTION],
+        channels=["trades", "l2_book"],
+        options={"interval": "raw"},
+        connect_timeout=2.0,
+        reconnect=BackoffOptions(initial=0.01, max=0.05),
+    )
+    feed = DeribitFeed(cfg, url="ws://sim/ws/api/v2")
+    [plan] = feed.plan()
+    actor = ConnectionActor(
+        feed,
+        plan,
+        bus,
+        transport_factory=exchange.transport_factory,
+        http_fetch=_no_http,
+        connect_limiter=ConnectLimiter(100, 1.0),
+    )
+    task = asyncio.create_task(actor.run())
+    try:
+        peer = await exchange.next_connection()
+        first = json.loads(await peer.received())
+        assert first["method"] == "public/set_heartbeat"
+        await peer.send_text(json.dumps({"jsonrpc": "2.0", "id": first["id"], "result": "ok"}))
+        subscribe = json.loads(await peer.received())
+        assert subscribe["method"] == "public/subscribe"
+        reply = {"jsonrpc": "2.0", "id": subscribe["id"], "result": subscribe["params"]["channels"]}
+        await peer.send_text(json.dumps(reply))
+        await _until(sub, StatusEvent.SUBSCRIBED)
+        [test_request] = [raw(r) for r in capture if r["kind"] == "heartbeat"]
+        await peer.send_text(test_request)
+        assert json.loads(await peer.received())["method"] == "public/test"
+        frames = book_frames(capture)
+        for frame in frames[:3]:
+            await peer.send_text(frame)
+        await peer.send_text(frames[4])  # frames[3] lost
+        seen = await _until(sub, StatusEvent.RESYNC)
+        assert sum(isinstance(r, Book) for r in seen) == 3
+        unsubscribe, resubscribe = (
+            json.loads(await peer.received()),
+            json.loads(await peer.received()),
+        )
+        channel = ["book.BTC-24SEP21-8000-P.raw"]
+        assert (unsubscribe["method"], unsubscribe["params"]["channels"]) == (
+            "public/unsubscribe",
+            channel,
+        )
+        assert (resubscribe["method"], resubscribe["params"]["channels"]) == (
+            "public/subscribe",
+            channel,
+        )
+        await peer.send_text(frames[0])  # the fresh snapshot
+        [*_, snapshot] = await _until(sub, Book)
+        assert isinstance(snapshot, Book) and snapshot.snapshot
+        assert actor.counters.reconnects == 0  # resynced without dropping the connection
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def _no_http(url: str) -> tuple[int, bytes]:
+    raise AssertionError(f"Deribit needs no REST: {url}")
+
+
+async def _until(sub: Subscription, what: type[Record] | StatusEvent) -> list[Record]:
+    seen: list[Record] = []
+    async with asyncio.timeout(5.0):
+        while True:
+            rec = await sub.get()
+            seen.append(rec)
+            if isinstance(what, StatusEvent):
+                if isinstance(rec, Status) and rec.event is what:
+                    return seen
+            elif isinstance(rec, what):
+                return seen
