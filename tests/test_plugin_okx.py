@@ -7,8 +7,10 @@ books are computed here from the raw JSON, independently of the plugin and of Bo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
+from collections.abc import Callable
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -16,8 +18,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from streamkit.actor import ConnectionActor
 from streamkit.book import OrderBook
-from streamkit.config import FeedConfig
+from streamkit.channel import Bus, Subscription
+from streamkit.config import BackoffOptions, FeedConfig
 from streamkit.feed import (
     DecodeError,
     Heartbeat,
@@ -33,11 +37,14 @@ from streamkit.model import (
     Funding,
     Liquidation,
     OpenInterest,
+    Record,
     Status,
     StatusEvent,
     Ticker,
     Trade,
 )
+from streamkit.pacing import ConnectLimiter
+from streamkit.transport.memory import MemoryExchange
 from streamkit_okx import OkxFeed
 from streamkit_okx.checksum import okx_checksum
 from streamkit_okx.feed import OkxProtocol
@@ -176,6 +183,7 @@ def test_subscriptions_respect_count_and_64kb_limits() -> None:
     requests = protocol.subscriptions()
     assert len(requests) > 1
     assert all(len(r.payload) <= 64 * 1024 for r in requests)
+    assert all(len(r.payload) > 63 * 1024 for r in requests[:-1])  # packed, not split early
     assert sum(len(json.loads(r.payload)["args"]) for r in requests) == 3000
 
     symbols = [f"T{i:04d}-USDT" for i in range(450)]
@@ -530,3 +538,78 @@ def test_malformed_frames_raise(frame: bytes) -> None:
     protocol = make_protocol(["BTC-USDT"], ["trades", "l2_book"])
     with pytest.raises((DecodeError, msgspec.DecodeError)):
         protocol.on_message(frame, 0, Output())
+
+
+# --- through the connection actor ----------------------------------------------------------
+
+
+async def test_actor_settles_per_arg_acks_and_resubscribes_a_bad_book(
+    capture: list[dict[str, Any]],
+) -> None:
+    """The real runtime: per-arg acks settle the actor's ledger (``subscribed``), and a
+    corrupted book is resynced by resubscribing that instId alone on the same connection."""
+    exchange = MemoryExchange()
+    bus = Bus()
+    sub = bus.subscribe(maxsize=10_000)
+    cfg = FeedConfig(
+        exchange="okx",
+        symbols=CAPTURED,
+        channels=["ticker", "trades", "l2_book"],
+        connect_timeout=5.0,
+        reconnect=BackoffOptions(initial=0.01, max=0.05),
+    )
+    feed = OkxFeed(cfg, url="ws://memory/ws/v5/public")
+    [plan] = feed.plan()
+
+    async def no_http(url: str) -> tuple[int, bytes]:
+        return 0, b""
+
+    actor = ConnectionActor(
+        feed,
+        plan,
+        bus,
+        transport_factory=exchange.transport_factory,
+        http_fetch=no_http,
+        connect_limiter=ConnectLimiter(100, 1.0),
+    )
+    task = asyncio.create_task(actor.run())
+    try:
+        peer = await exchange.next_connection()
+        request = json.loads(await peer.received())
+        assert request["op"] == "subscribe" and len(request["args"]) == 9
+        for row in (r for r in capture if r["kind"] == "subscribe_ack"):
+            await peer.send_text(row["raw"])
+        await _until(sub, lambda r: isinstance(r, Status) and r.event is StatusEvent.SUBSCRIBED)
+
+        frames = group_frames(capture, "okx-books-BTC-USDT")
+        for frame in frames[:5]:
+            await peer.send_text(frame)
+        await peer.send_text(_corrupt_top_level(frames, 5))
+        seen = await _until(sub, lambda r: isinstance(r, Status) and r.event is StatusEvent.RESYNC)
+        assert [r.event for r in seen if isinstance(r, Status)][-2:] == [
+            StatusEvent.CHECKSUM_MISMATCH,
+            StatusEvent.RESYNC,
+        ]
+        assert len([r for r in seen if isinstance(r, Book)]) == 5
+        unsubscribe = json.loads(await peer.received())
+        resubscribe = json.loads(await peer.received())
+        book_arg = [{"channel": "books", "instId": "BTC-USDT"}]
+        assert (unsubscribe["op"], unsubscribe["args"]) == ("unsubscribe", book_arg)
+        assert (resubscribe["op"], resubscribe["args"]) == ("subscribe", book_arg)
+        await peer.send_text(frames[0])  # OKX answers the resubscription with a snapshot
+        [*_, book] = await _until(sub, lambda r: isinstance(r, Book))
+        assert isinstance(book, Book) and book.snapshot and book.symbol == "BTC-USDT"
+        assert len(exchange.connections) == 1  # resynced without reconnecting
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def _until(sub: Subscription, done: Callable[[Record], bool]) -> list[Record]:
+    seen: list[Record] = []
+    async with asyncio.timeout(5.0):
+        while True:
+            seen.append(await sub.get())
+            if done(seen[-1]):
+                return seen

@@ -221,14 +221,20 @@ class OkxProtocol(FeedProtocol):
         for stream in self.plan.streams:
             streams_of.setdefault(arg_key(stream), []).append(stream)
         per_message = self.feed.limits.max_streams_per_message
+        # Bytes of a request without args (with room for a long id), then each arg's JSON
+        # plus its separating comma: the payload's size, counted without re-encoding it.
+        overhead = len(request_payload("subscribe", [], "x" * 12))
         groups: list[list[ArgKey]] = [[]]
+        size = overhead
         for key in streams_of:
+            arg_size = len(json.dumps(arg_json(key), separators=(",", ":"))) + 1
             group = groups[-1]
-            too_long = len(request_payload("subscribe", [*group, key], "0")) > MAX_REQUEST_BYTES
-            if group and (len(group) >= per_message or too_long):
+            if group and (len(group) >= per_message or size + arg_size > MAX_REQUEST_BYTES):
                 groups.append([key])
+                size = overhead + arg_size
             else:
                 group.append(key)
+                size += arg_size
         self.pending.clear()
         self.request_of.clear()
         requests = []
