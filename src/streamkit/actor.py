@@ -16,6 +16,7 @@ User code never runs on this task: records go to the bus, whose subscribers are 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import time
@@ -40,6 +41,7 @@ from streamkit.feed import (
 )
 from streamkit.model import Record, Status, StatusEvent
 from streamkit.pacing import Backoff, ConnectLimiter, Pacer
+from streamkit.stats import Histogram
 from streamkit.transport.base import Transport
 from streamkit.transport.options import TransportOptions
 
@@ -163,6 +165,9 @@ class ConnectionActor:
         self.state = ActorState.CONNECTING
         self.ledger = Ledger()
         self.counters = ActorCounters()
+        self.records_by_type: collections.Counter[type[Record]] = collections.Counter()
+        self.latency = Histogram()
+        """Exchange event time to local receive time, seconds (sampled once per batch)."""
         self._decode_error_logged = False
         self._last_pong = 0.0
         self._log = log.bind(feed=feed.label, connection=self.name)
@@ -298,9 +303,15 @@ class ConnectionActor:
             await self._settle_acks(out)
         if out.pong:
             self._last_pong = time.monotonic()
-        if out.records:
-            self.counters.records += len(out.records)
-            await self.bus.publish_many(out.records)
+        records = out.records
+        if records:
+            self.counters.records += len(records)
+            self.records_by_type.update(map(type, records))
+            last = records[-1]
+            if last.ts is not None:
+                # one latency sample per batch keeps the cost off the per-record path
+                self.latency.observe((last.recv_ts - last.ts) / 1e9)
+            await self.bus.publish_many(records)
         actions = out.actions[:] if out.actions else None
         out.clear()
         if actions:

@@ -36,7 +36,9 @@ from streamkit.config import AppConfig, FeedConfig, SinkConfig
 from streamkit.errors import ConfigError, EscalationError, PluginError
 from streamkit.feed import Feed
 from streamkit.http import HttpClient
+from streamkit.metrics import MetricsServer
 from streamkit.model import Record, Status, StatusEvent
+from streamkit.monitor import Monitor
 from streamkit.pacing import ConnectLimiter
 from streamkit.sinks.base import Sink, build_sink, subscribe_sink
 from streamkit.supervisor import ChildSpec, Restart, Supervisor
@@ -78,6 +80,8 @@ class App:
         self.actors: list[ConnectionActor] = []
         self.sinks: list[Sink] = []
         self.simulator: Any = None
+        self.monitor = Monitor()
+        self.metrics: MetricsServer | None = None
         self.http: HttpClient | None = None
         self._limiters: dict[str, ConnectLimiter] = {}
         self._feeds_sup: Supervisor | None = None
@@ -142,6 +146,12 @@ class App:
             self.http = HttpClient()
             self._build_sinks()
             self._build_feeds()
+            if self.config.metrics is not None:
+                self.metrics = MetricsServer(
+                    self, self.config.metrics.host, self.config.metrics.port
+                )
+                await self.metrics.start()
+                log.info("metrics endpoint", url=self.metrics.url)
         except BaseException:
             await self._close_resources()
             raise
@@ -248,6 +258,14 @@ class App:
             sink = build_sink(f"sink[{i}]:{cfg.__struct_config__.tag}", cfg)
             self.sinks.append(sink)
             children.append(self._sink_child(sink, cfg))
+        # The monitor follows status records for metrics and the live view; drop_oldest so
+        # it can never slow a feed down.
+        status_sub = self.bus.subscribe(
+            Status, maxsize=10_000, policy=Policy.DROP_OLDEST, name="monitor"
+        )
+        children.append(
+            ChildSpec("monitor", lambda: self.monitor.run(status_sub), Restart.TRANSIENT)
+        )
         self._sinks_sup = Supervisor(
             "sinks", children, max_restarts=sup.max_restarts, within=sup.within
         )
@@ -294,7 +312,14 @@ class App:
                     feed=cfg.label,
                 )
 
+    def healthy(self) -> bool:
+        """True while both supervisors are running (what ``/health`` reports)."""
+        return all(sup is not None and sup.running for sup in (self._feeds_sup, self._sinks_sup))
+
     async def _close_resources(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
         if self.http is not None:
             await self.http.close()
             self.http = None

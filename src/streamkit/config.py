@@ -205,6 +205,14 @@ class SimulatorConfig(_Strict, frozen=True):
     rate: _Positive = 50.0
 
 
+class MetricsConfig(_Strict, frozen=True):
+    """Serve ``/metrics`` (Prometheus), ``/health`` and ``/ready`` over HTTP. Off unless this
+    section is present; binds to 127.0.0.1 unless ``host`` says otherwise."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
+
+
 class SupervisionConfig(_Strict, frozen=True):
     """Restart intensity: more than ``max_restarts`` within ``within`` seconds escalates."""
 
@@ -225,6 +233,7 @@ class AppConfig(_Strict, frozen=True):
     simulator: SimulatorConfig | None = None
     supervision: SupervisionConfig = SupervisionConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig | None = None
 
 
 # --- loading -------------------------------------------------------------------------------
