@@ -113,3 +113,21 @@ def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
     assert "stopped" in stderr
     lines = out_file.read_text().splitlines()
     assert lines and all(json.loads(li)["type"] for li in lines)  # flushed, no torn line
+
+
+def test_doctor_reports_versions_and_config_problems(tmp_path: Path) -> None:
+    ok = streamkit("doctor", str(REPO / "examples" / "demo.yaml"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for what in ("curl_cffi", "libcurl", "msgspec", "feed plugins", "config"):
+        assert any(li.startswith("ok") and what in li for li in ok.stdout.splitlines()), what
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "feeds:\n  - {exchange: binance, symbols: [BTC-USDT], channels: [trades]}\n"
+        "sinks:\n  - {type: redis, url: 'redis://127.0.0.1:9'}\n"
+    )
+    result = streamkit("doctor", str(bad))
+    assert result.returncode == 1
+    assert any(
+        li.startswith("FAIL") and "sinks[0]" in li and "not reachable" in li
+        for li in result.stdout.splitlines()
+    ), result.stdout

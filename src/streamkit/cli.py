@@ -59,7 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     feeds = sub.add_parser("feeds", help="list the installed feed plugins and their channels")
     feeds.set_defaults(func=_cmd_feeds)
 
+    doctor = sub.add_parser("doctor", help="print versions; check a config and its sinks")
+    doctor.add_argument("config", nargs="?", help="YAML config to check (optional)")
+    doctor.set_defaults(func=_cmd_doctor)
+
     simulate = sub.add_parser("simulate", help="run the built-in exchange simulator")
+    simulate.add_argument(
+        "--exchange", default="binance", help="protocol to speak (binance, okx, kraken, ...)"
+    )
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=9000)
     simulate.add_argument(
@@ -140,12 +147,23 @@ async def _run_app(app: object, duration: float | None) -> None:
     await app.run(duration)
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from streamkit import doctor
+
+    checks = doctor.environment()
+    if args.config:
+        checks += doctor.config_checks(args.config)
+    return doctor.report(checks)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     configure_logging("info")
     from streamkit.simulator import run_simulator
 
     async def serve() -> None:
-        task = asyncio.create_task(run_simulator(args.host, args.port, args.rate))
+        task = asyncio.create_task(
+            run_simulator(args.host, args.port, args.rate, exchange=args.exchange)
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
