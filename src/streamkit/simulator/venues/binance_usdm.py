@@ -8,13 +8,14 @@ futures limits differ: 10 incoming messages per second, a WS ping every 3 minute
 
 Book sync needs a REST snapshot consistent with the diff stream, so unlike the snapshot
 venues every symbol has one *shared* stream here, produced whether or not anyone listens,
-with an authoritative book behind ``/fapi/v1/depth`` (``lastUpdateId`` = the last applied
-``u``). Loop 0 sends the captured diffs byte-exact: the first three are older than the
-captured REST snapshot, as live. Loop k >= 1 sends one *rewind* diff (the levels that take the
-book from the end of the capture back to the snapshot) and then the captured diffs from the
-first one a client applies, with ``U``/``u``/``pu`` shifted by ``k * span`` so that every
-``pu`` equals the previous ``u`` across loops, forever. ``aggTrade`` ids (``a``, ``f``/``l``)
-are shifted per loop likewise; ``bookTicker`` and ``kline_1m`` frames loop byte-exact.
+with an authoritative book behind ``/fapi/v1/depth`` (its ``lastUpdateId`` is straddled by
+the next diff, see :meth:`DepthLoop.rest_last_update_id`). Loop 0 sends the captured diffs
+byte-exact: the first three are older than the captured REST snapshot, as live.
+Loop k >= 1 sends one *rewind* diff (the levels that take the book from the end of the
+capture back to the snapshot) and then the captured diffs from the first one a client
+applies, with ``U``/``u``/``pu`` shifted by ``k * span`` so that every ``pu`` equals the
+previous ``u`` across loops, forever. ``aggTrade`` ids (``a``, ``f``/``l``) are shifted per
+loop likewise; ``bookTicker`` and ``kline_1m`` frames loop byte-exact.
 """
 
 from __future__ import annotations
@@ -90,8 +91,25 @@ class DepthLoop:
             end.apply(v["u"], bids, asks)
         self._rewind = _rewind_levels(OrderBook.from_rest(snapshot), end)
         self._key_order = parsed[0]
+        self._snapshot_id = start_id
         self.loop = 0
         self._index = 0
+
+    def rest_last_update_id(self) -> int:
+        """The ``lastUpdateId`` a REST snapshot of :attr:`book` reports: the captured one
+        until the capture's first applicable diff is sent, then the ``U`` of the next diff,
+        so that the next diff straddles it (``U <= lastUpdateId <= u``) as the documented
+        sync procedure requires, even for a client that subscribed just before the request.
+        """
+        ids = self._templates
+        if self.loop == 0:
+            if self._index <= self._first:
+                return self._snapshot_id
+            return ids[self._index].values["U"]
+        shift = self.loop * self._span
+        if self._index == 0:
+            return ids[-1].values["u"] + shift - self._span + 1
+        return ids[self._first + self._index - 1].values["U"] + shift
 
     def step(self) -> str:
         """The next diff (payload text), applied to :attr:`book` first."""
@@ -324,7 +342,7 @@ class BinanceUsdmAdapter(VenueAdapter):
         now = _now_ms()
         text = json.dumps(
             {
-                "lastUpdateId": state.last_update_id,
+                "lastUpdateId": depth.rest_last_update_id(),
                 "E": now,
                 "T": now,
                 "bids": [list(level) for level in bids],
