@@ -32,7 +32,7 @@ import structlog
 from streamkit import plugins
 from streamkit.actor import ConnectionActor, TransportFactory
 from streamkit.channel import Bus, Policy, Subscription
-from streamkit.config import AppConfig, FeedConfig, SinkConfig
+from streamkit.config import AppConfig, FeedConfig, SimulatorConfig, SinkConfig
 from streamkit.errors import ConfigError, EscalationError, PluginError
 from streamkit.feed import Feed
 from streamkit.http import HttpClient
@@ -79,7 +79,7 @@ class App:
         self.feeds: list[Feed] = []
         self.actors: list[ConnectionActor] = []
         self.sinks: list[Sink] = []
-        self.simulator: Any = None
+        self.simulators: dict[str, Any] = {}
         self.monitor = Monitor()
         self.metrics: MetricsServer | None = None
         self.http: HttpClient | None = None
@@ -141,8 +141,8 @@ class App:
             raise ConfigError(problems)
         self._warn_insecure()
         try:
-            if self.config.simulator is not None:
-                await self._start_simulator()
+            for sim_cfg in self.config.simulators:
+                await self._start_simulator(sim_cfg)
             self.http = HttpClient()
             self._build_sinks()
             self._build_feeds()
@@ -205,23 +205,28 @@ class App:
 
     # --- building ----------------------------------------------------------------------------
 
-    async def _start_simulator(self) -> None:
-        from streamkit.simulator import BinanceSimulator
+    async def _start_simulator(self, cfg: SimulatorConfig) -> None:
+        from streamkit.simulator.factory import make_simulator
 
-        cfg = self.config.simulator
-        assert cfg is not None
-        self.simulator = BinanceSimulator(host=cfg.host, port=cfg.port, rate=cfg.rate)
-        await self.simulator.start()
-        log.info("simulator started", url=self.simulator.ws_url, rest_url=self.simulator.rest_url)
+        sim = make_simulator(cfg.exchange, host=cfg.host, port=cfg.port, rate=cfg.rate)
+        await sim.start()
+        self.simulators[cfg.exchange] = sim
+        log.info("simulator started", exchange=cfg.exchange, url=sim.ws_url, rest_url=sim.rest_url)
+
+    @property
+    def simulator(self) -> Any:
+        """The (first) running simulator, for tests and fault injection."""
+        return next(iter(self.simulators.values()), None)
 
     def _feed_urls(self, cfg: FeedConfig) -> tuple[str | None, str | None]:
         url, rest_url = cfg.url, cfg.rest_url
-        if self.simulator is not None:
+        sim = self.simulators.get(cfg.exchange)
+        if sim is not None:
             if url == "simulator":
-                url = self.simulator.ws_url
+                url = sim.ws_url
                 rest_url = rest_url or "simulator"
             if rest_url == "simulator":
-                rest_url = self.simulator.rest_url
+                rest_url = sim.rest_url
         return url, rest_url
 
     def _build_feeds(self) -> None:
@@ -323,9 +328,9 @@ class App:
         if self.http is not None:
             await self.http.close()
             self.http = None
-        if self.simulator is not None:
-            await self.simulator.stop()
-            self.simulator = None
+        for sim in self.simulators.values():
+            await sim.stop()
+        self.simulators.clear()
 
     # --- introspection -------------------------------------------------------------------------
 

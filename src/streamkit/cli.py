@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     run.add_argument("--log-format", choices=["console", "json"], help="override logging.format")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live table of feeds (default: on when stdout is a terminal and logs are console)",
+    )
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check a config; print each error with its key")
@@ -122,14 +128,14 @@ def _cmd_feeds(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load_checked(args.config)
-    configure_logging(
-        args.log_level or config.logging.level, args.log_format or config.logging.format
-    )
+    log_format = args.log_format or config.logging.format
+    configure_logging(args.log_level or config.logging.level, log_format)
+    live = args.live if args.live is not None else sys.stdout.isatty() and log_format == "console"
     from streamkit.app import App
 
     app = App(config)
     try:
-        asyncio.run(_run_app(app, args.duration))
+        asyncio.run(_run_app(app, args.duration, live))
     except EscalationError as exc:
         structlog.get_logger("streamkit").error("giving up", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
@@ -137,14 +143,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _run_app(app: object, duration: float | None) -> None:
+async def _run_app(app: object, duration: float | None, live: bool = False) -> None:
     from streamkit.app import App
 
     assert isinstance(app, App)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, app.request_stop)
-    await app.run(duration)
+    view: asyncio.Task[None] | None = None
+    if live:
+        from streamkit.live import LiveView
+
+        view = asyncio.create_task(LiveView(app).run())
+    try:
+        await app.run(duration)
+    finally:
+        if view is not None:
+            view.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await view
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

@@ -194,12 +194,14 @@ SinkConfig = JsonlSinkConfig | ConsoleSinkConfig | NatsSinkConfig | RedisSinkCon
 
 
 class SimulatorConfig(_Strict, frozen=True):
-    """Start the built-in exchange simulator (127.0.0.1 only unless ``host`` says otherwise).
+    """Start the built-in simulator of one exchange (127.0.0.1 only unless ``host`` says
+    otherwise). ``simulator:`` takes one of these or a list (one per exchange).
 
-    Feeds whose ``url``/``rest_url`` is ``simulator`` are pointed at it.
+    Feeds whose ``url``/``rest_url`` is ``simulator`` are pointed at the simulator of their
+    exchange.
     """
 
-    exchange: Literal["binance"] = "binance"
+    exchange: str = "binance"
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     rate: _Positive = 50.0
@@ -230,7 +232,14 @@ class AppConfig(_Strict, frozen=True):
 
     feeds: list[FeedConfig]
     sinks: list[SinkConfig] = []
-    simulator: SimulatorConfig | None = None
+    simulator: SimulatorConfig | list[SimulatorConfig] | None = None
+
+    @property
+    def simulators(self) -> list[SimulatorConfig]:
+        if self.simulator is None:
+            return []
+        return self.simulator if isinstance(self.simulator, list) else [self.simulator]
+
     supervision: SupervisionConfig = SupervisionConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig | None = None
@@ -365,6 +374,18 @@ def _suggest(key: str, struct: type[msgspec.Struct] | None) -> str:
 
 def _semantic_problems(config: AppConfig) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
+    simulated = {sim.exchange for sim in config.simulators}
+    for i, sim in enumerate(config.simulators):
+        from streamkit.simulator.factory import EXCHANGES
+
+        if sim.exchange not in EXCHANGES:
+            where = f"simulator[{i}]" if isinstance(config.simulator, list) else "simulator"
+            problems.append(
+                (
+                    f"{where}.exchange",
+                    f"no simulator for {sim.exchange!r} (known: {', '.join(EXCHANGES)})",
+                )
+            )
     if not config.feeds:
         problems.append(("feeds", "at least one feed is required"))
     for i, feed in enumerate(config.feeds):
@@ -373,9 +394,13 @@ def _semantic_problems(config: AppConfig) -> list[tuple[str, str]]:
         if not feed.channels:
             problems.append((f"feeds[{i}].channels", "at least one channel is required"))
         for key in ("url", "rest_url"):
-            if getattr(feed, key) == "simulator" and config.simulator is None:
+            if getattr(feed, key) == "simulator" and feed.exchange not in simulated:
                 problems.append(
-                    (f"feeds[{i}].{key}", "'simulator' needs a top-level 'simulator:' section")
+                    (
+                        f"feeds[{i}].{key}",
+                        f"'simulator' needs a top-level 'simulator:' section with "
+                        f"exchange: {feed.exchange}",
+                    )
                 )
         if feed.transport.ca_file is not None and not Path(feed.transport.ca_file).is_file():
             problems.append(

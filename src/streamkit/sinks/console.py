@@ -20,16 +20,18 @@ class ConsoleSink(Sink):
     def __init__(self, name: str, config: ConsoleSinkConfig, stream: TextIO | None = None):
         super().__init__(name)
         self.config = config
-        self.stream = stream or sys.stdout
+        # None: resolve sys.stdout at each write (the live view redirects it).
+        self.stream = stream
 
     async def run(self, subscription: Subscription) -> None:
-        write = self.stream.write
+        out = self.stream or sys.stdout
+        write = out.write
         as_json = self.config.format == "json"
         try:
             async for record in subscription:
                 write((encode_json(record).decode() if as_json else format_record(record)) + "\n")
                 self.written += 1
-            self.stream.flush()
+            out.flush()
         except BrokenPipeError:
             # stdout went away (``streamkit run ... | head``): this sink is done; the feeds
             # and the other sinks carry on. Restarting it would only fail again.
