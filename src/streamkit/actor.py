@@ -364,6 +364,14 @@ class ConnectionActor:
         tick = min(1.0, cfg.stale_after / 4, cfg.pong_timeout / 4)
         next_beat = started + beat.interval if beat.interval else None
         ping_sent_at: float | None = None
+        ws_pongs = hasattr(transport, "last_pong")
+
+        def pong_seen() -> float:
+            """When the last heartbeat answer arrived: an application-level pong reported by
+            the protocol, or a WebSocket PONG frame reported by the transport."""
+            frame_pong: float | None = getattr(transport, "last_pong", None)
+            return self._last_pong if frame_pong is None else max(self._last_pong, frame_pong)
+
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
@@ -377,13 +385,17 @@ class ConnectionActor:
                 payload = protocol.heartbeat_payload()
                 if payload is None:
                     await transport.ping()
+                    # A WebSocket ping is only timed when the transport reports PONG frames
+                    # (LibcurlTransport.last_pong; curl_cffi's AsyncWebSocket swallows them).
+                    if ws_pongs and (ping_sent_at is None or pong_seen() >= ping_sent_at):
+                        ping_sent_at = now
                 else:
                     await transport.send(payload)
-                    if ping_sent_at is None or self._last_pong >= ping_sent_at:
+                    if ping_sent_at is None or pong_seen() >= ping_sent_at:
                         ping_sent_at = now
                 assert beat.interval is not None
                 next_beat = now + beat.interval
-            unanswered = ping_sent_at is not None and self._last_pong < ping_sent_at
+            unanswered = ping_sent_at is not None and pong_seen() < ping_sent_at
             if unanswered and now - (ping_sent_at or now) > cfg.pong_timeout:
                 self.counters.pong_timeouts += 1
                 raise _PongTimeout(f"no heartbeat answer within {cfg.pong_timeout}s")

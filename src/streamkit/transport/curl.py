@@ -39,15 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import math
-import re
-import time
-import weakref
-from collections.abc import Coroutine
-from datetime import UTC
-from typing import Any, Final, cast
-from urllib.parse import urlsplit
+from typing import Final, cast
 
 from curl_cffi import CurlECode, CurlError, CurlOpt, CurlWsFlag
 from curl_cffi.requests import (
@@ -60,6 +53,19 @@ from curl_cffi.requests import (
 
 from streamkit.errors import ConnectError, ConnectionClosed, MessageTooLarge, TransportError
 from streamkit.transport.base import Frame, TransportState
+from streamkit.transport.curl_common import (
+    CLOSE_TIMEOUT,
+    PING_MAX,
+    UpgradeResponse,
+    connect_error,
+    curl_message,
+    handshake_slots,
+    in_background,
+    parse_retry_after,
+    redact,
+    set_max_concurrent_connects,
+    verify_arg,
+)
 from streamkit.transport.options import TransportOptions
 
 __all__ = [
@@ -69,131 +75,9 @@ __all__ = [
     "set_max_concurrent_connects",
 ]
 
-#: Seconds :meth:`CurlTransport.close` may spend on the closing handshake before it tears the
-#: connection down regardless.
-CLOSE_TIMEOUT: Final = 2.0
-
-_DEFAULT_MAX_CONCURRENT_CONNECTS: Final = 8
-_max_concurrent_connects = _DEFAULT_MAX_CONCURRENT_CONNECTS
-# One semaphore per event loop: each loop has its own default executor (the thing the cap
-# protects), and an asyncio.Semaphore must not be shared between loops.
-_handshake_slots_by_loop: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, asyncio.Semaphore
-] = weakref.WeakKeyDictionary()
-# Strong references to background clean-up tasks (the loop only keeps weak ones).
-_background: set[asyncio.Task[None]] = set()
-
-_PING_MAX: Final = 125  # RFC 6455 5.5: control frame payloads are at most 125 bytes
-_REFUSED_RE: Final = re.compile(r"Refused WebSocket upgrade: (\d{3})")
 _CONNECTION_LOST_CODES: Final = frozenset(
     {CurlECode.GOT_NOTHING, CurlECode.RECV_ERROR, CurlECode.SEND_ERROR}
 )
-
-
-def set_max_concurrent_connects(n: int) -> None:
-    """Cap the number of WebSocket handshakes running at once (default 8).
-
-    The cap applies per event loop (each loop has its own default thread pool, which is what
-    it protects); a process normally runs one loop. Connects beyond the cap wait for a slot,
-    and that wait counts against their ``connect_timeout``. Handshakes already running keep
-    the slot they hold; the new cap applies to slots acquired from now on.
-
-    Raises:
-        ValueError: ``n`` is smaller than 1.
-    """
-    global _max_concurrent_connects
-    if n < 1:
-        raise ValueError(f"max concurrent connects must be >= 1, got {n}")
-    _max_concurrent_connects = n
-    _handshake_slots_by_loop.clear()
-
-
-def _handshake_slots() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    slots = _handshake_slots_by_loop.get(loop)
-    if slots is None:
-        slots = _handshake_slots_by_loop[loop] = asyncio.Semaphore(_max_concurrent_connects)
-    return slots
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait according to an HTTP ``Retry-After`` value, or None if unusable.
-
-    Accepts delta-seconds (``"120"``, decimals tolerated) and HTTP-dates; a date in the past
-    gives 0. ``now`` (Unix time) is for tests.
-    """
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-class _UpgradeResponse:
-    """libcurl header callback recording the head of the upgrade response.
-
-    libcurl calls it once per header line, from the worker thread running ``curl.perform``;
-    it is read only after ``perform`` returned. Only the last response is kept (redirects and
-    proxy ``CONNECT`` answers come first). It never raises: an exception in a header callback
-    would abort the transfer and hide the real answer.
-    """
-
-    def __init__(self) -> None:
-        self.status: int | None = None
-        self.headers: dict[str, str] = {}
-
-    def __call__(self, line: bytes) -> int:
-        try:
-            if line.startswith(b"HTTP/"):
-                self.headers = {}
-                parts = line.split(None, 2)
-                self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-            else:
-                name, sep, value = line.partition(b":")
-                if sep:
-                    key = name.strip().decode("latin-1").lower()
-                    self.headers[key] = value.strip().decode("latin-1")
-        except Exception:  # pragma: no cover - defensive, see docstring
-            pass
-        return len(line)  # anything else tells libcurl to abort
-
-
-def _curl_message(exc: BaseException) -> str:
-    """An exception's text without curl_cffi's boilerplate link to the libcurl error docs."""
-    text = str(exc) or type(exc).__name__
-    return text.split(" See https://curl.se/", 1)[0].rstrip(" .")
-
-
-def _redact(url: str) -> str:
-    """``url`` without userinfo, query and fragment, which may carry credentials/listen keys."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-    except ValueError:
-        return "<invalid url>"
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-def _verify(options: TransportOptions) -> bool:
-    """``ws_connect``'s ``verify``: False, True (curl_cffi's default bundle, certifi) or, when
-    ``ca_file`` is set, that path. curl_cffi treats a string ``verify`` as a CA bundle
-    (CURLOPT_CAINFO and PROXY_CAINFO) but its signature says ``bool | None``, hence the cast."""
-    if options.verify and options.ca_file is not None:
-        return cast(bool, options.ca_file)
-    return options.verify
 
 
 async def _reap(handshake: asyncio.Task[AsyncWebSocket], session: AsyncSession[Response]) -> None:
@@ -211,13 +95,6 @@ async def _reap(handshake: asyncio.Task[AsyncWebSocket], session: AsyncSession[R
             await session.close()
 
 
-def _in_background(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return task
-
-
 class CurlTransport:
     """One WebSocket connection over libcurl (curl_cffi ``AsyncWebSocket``).
 
@@ -232,7 +109,7 @@ class CurlTransport:
 
     def __init__(self, url: str, options: TransportOptions) -> None:
         self._url = url
-        self._where = _redact(url)
+        self._where = redact(url)
         self._options = options
         self._state = TransportState.NEW
         self._session: AsyncSession[Response] | None = None
@@ -270,12 +147,12 @@ class CurlTransport:
             )
         self._state = TransportState.CONNECTING
         timeout = self._options.connect_timeout
-        response = _UpgradeResponse()
+        response = UpgradeResponse()
         handshake: asyncio.Task[AsyncWebSocket] | None = None
         error: ConnectError | None = None
         try:
             async with asyncio.timeout(timeout):
-                slots = _handshake_slots()
+                slots = handshake_slots()
                 await slots.acquire()
                 try:
                     session: AsyncSession[Response] = AsyncSession()
@@ -322,7 +199,7 @@ class CurlTransport:
         self._state = TransportState.OPEN
 
     async def _handshake(
-        self, session: AsyncSession[Response], response: _UpgradeResponse
+        self, session: AsyncSession[Response], response: UpgradeResponse
     ) -> AsyncWebSocket:
         o = self._options
         # curl_cffi types curl_options as dict[CurlOpt, str] but hands each value to
@@ -343,7 +220,7 @@ class CurlTransport:
             headers=dict(o.headers),
             proxy=o.proxy,
             impersonate=o.impersonate,
-            verify=_verify(o),
+            verify=verify_arg(o),
             # libcurl's overall timeout covers DNS, TCP and TLS; it is not enforced while
             # waiting for the upgrade answer (see the module docstring and curl_options).
             timeout=o.connect_timeout,
@@ -371,26 +248,10 @@ class CurlTransport:
     ) -> asyncio.Task[None]:
         """Hand a handshake connect() will not use to a background task that waits for it
         (the worker thread cannot be interrupted) and closes what it produced."""
-        return _in_background(_reap(handshake, session))
+        return in_background(_reap(handshake, session))
 
-    def _connect_error(self, exc: BaseException, response: _UpgradeResponse) -> ConnectError:
-        status = response.status if response.status not in (None, 101) else None
-        if status is None and isinstance(exc, CurlError):
-            # Fallback: libcurl names the status in its message.
-            match = _REFUSED_RE.search(str(exc))
-            if match is not None:
-                status = int(match.group(1))
-        if status is not None:
-            retry_after = None
-            if status in (429, 503):
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-            message = f"{self._where}: server refused the WebSocket upgrade with HTTP {status}"
-            if retry_after is not None:
-                message += f" (Retry-After: {retry_after:g}s)"
-            return ConnectError(message, status=status, retry_after=retry_after)
-        if isinstance(exc, CurlError) and exc.code == CurlECode.OPERATION_TIMEDOUT:
-            return ConnectError(f"{self._where}: connect timed out: {_curl_message(exc)}")
-        return ConnectError(f"{self._where}: connect failed: {_curl_message(exc)}")
+    def _connect_error(self, exc: BaseException, response: UpgradeResponse) -> ConnectError:
+        return connect_error(self._where, exc, response)
 
     # --- data path ---------------------------------------------------------------------------
 
@@ -427,8 +288,8 @@ class CurlTransport:
         Raises:
             ValueError: the payload exceeds 125 bytes (RFC 6455 limit for control frames).
         """
-        if len(payload) > _PING_MAX:
-            raise ValueError(f"ping payload is {len(payload)} bytes, limit {_PING_MAX}")
+        if len(payload) > PING_MAX:
+            raise ValueError(f"ping payload is {len(payload)} bytes, limit {PING_MAX}")
         ws = self._open_ws()
         try:
             await ws.ping(payload)
@@ -493,14 +354,14 @@ class CurlTransport:
         where = self._where
         if isinstance(exc, CurlError):
             if exc.code == CurlECode.TOO_LARGE:
-                return MessageTooLarge(f"{where}: {_curl_message(exc)}")
+                return MessageTooLarge(f"{where}: {curl_message(exc)}")
             ws = self._ws
             if isinstance(exc, WebSocketClosed) and ws is not None and ws.close_code is not None:
                 return self._peer_closed(ws)
             if isinstance(exc, WebSocketClosed) or exc.code in _CONNECTION_LOST_CODES:
                 # EOF, reset, or the connection died under us: no close frame, so 1006.
-                return ConnectionClosed(1006, _curl_message(exc))
-        return TransportError(f"{where}: websocket error: {_curl_message(exc)}")
+                return ConnectionClosed(1006, curl_message(exc))
+        return TransportError(f"{where}: websocket error: {curl_message(exc)}")
 
     def _set_error(self, error: TransportError) -> None:
         if self._error is None:
@@ -533,7 +394,7 @@ class CurlTransport:
             return
         # A task of its own, shielded: resources must be released even when the caller is
         # being cancelled (an actor's finally: block during shutdown).
-        await asyncio.shield(_in_background(self._release_now(ws, session, code, reason)))
+        await asyncio.shield(in_background(self._release_now(ws, session, code, reason)))
 
     @staticmethod
     async def _release_now(

@@ -20,6 +20,7 @@ from __future__ import annotations
 from streamkit.errors import ConfigError
 from streamkit.transport.base import Transport
 from streamkit.transport.curl import CurlTransport
+from streamkit.transport.libcurl import LibcurlTransport
 from streamkit.transport.memory import MemoryExchange
 from streamkit.transport.options import TransportOptions
 
@@ -47,6 +48,8 @@ def make_transport(url: str, options: TransportOptions) -> Transport:
             (reconnecting cannot fix that, so it is not a ``TransportError``).
     """
     if options.kind == "curl":
+        return LibcurlTransport(url, options)
+    if options.kind == "curl_cffi":
         return CurlTransport(url, options)
     if options.kind == "memory":
         exchange = _memory_exchanges.get(url)

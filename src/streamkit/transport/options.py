@@ -27,13 +27,17 @@ class RetryOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class TransportOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How one WebSocket connection is opened and driven.
 
-    kind: ``curl`` (curl_cffi ``AsyncWebSocket`` over libcurl, the default) or ``memory``
-        (in-process, for tests).
+    kind: ``curl`` (the default: streamkit's own read loop on a libcurl connection,
+        :class:`~streamkit.transport.libcurl.LibcurlTransport`), ``curl_cffi`` (curl_cffi's
+        ``AsyncWebSocket`` over libcurl, the previous default, kept as an option and as the
+        benchmark baseline) or ``memory`` (in-process, for tests).
+        Every option below applies to both libcurl kinds except ``coalesce_frames``.
     connect_timeout: seconds for TCP + TLS + HTTP upgrade.
     recv_queue_size / send_queue_size: messages buffered between the socket and the actor.
     max_send_batch_size: frames written per send batch.
-    coalesce_frames: merge queued data frames into one write. streamkit never coalesces
-        control or subscription frames (it sends those with coalescing bypassed).
+    coalesce_frames: merge queued data frames into one write (``curl_cffi`` kind only).
+        streamkit never coalesces control or subscription frames (it sends those with
+        coalescing bypassed); ``kind: curl`` writes one frame per send, always.
     recv_time_slice / send_time_slice: seconds the reader/writer may run before yielding to
         the event loop, so one busy connection cannot starve the others.
     max_message_size: a larger message kills the connection (``MessageTooLarge``).
@@ -50,7 +54,7 @@ class TransportOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ca_file: PEM bundle to verify against instead of certifi's.
     """
 
-    kind: Literal["curl", "memory"] = "curl"
+    kind: Literal["curl", "curl_cffi", "memory"] = "curl"
     connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     recv_queue_size: Annotated[int, msgspec.Meta(ge=1)] = 128
     send_queue_size: Annotated[int, msgspec.Meta(ge=1)] = 128
