@@ -116,6 +116,26 @@ async def publish_paced(bus: Bus, records: Sequence[Record], chunk: int = 100) -
         await asyncio.sleep(0)
 
 
+async def wait_for_jetstream(url: str = NATS_URL, within: float = 15.0) -> None:
+    """Wait until a (re)started server answers JetStream requests (it accepts connections
+    a little before its JetStream has recovered its streams)."""
+    import nats
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
+            try:
+                await nc.jetstream().account_info()
+                return
+            finally:
+                await nc.close()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 def nats_server_pid() -> int | None:
     """The pid of the local nats-server (None when it does not run on this machine)."""
     if shutil.which("pgrep") is None:

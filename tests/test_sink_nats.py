@@ -17,6 +17,7 @@ from brokers import (
     restart_nats_server,
     trades,
     unique,
+    wait_for_jetstream,
 )
 
 from streamkit.channel import Bus
@@ -198,7 +199,13 @@ async def test_unacknowledged_records_are_counted_lost_at_shutdown(
     await nc.jetstream().add_stream(
         StreamConfig(name=name, subjects=[prefix + ".>"], max_msgs=5, discard=DiscardPolicy.NEW)
     )
-    cfg = sink_config(name, prefix, shutdown_timeout=0.5, retry=RetryOptions(initial=0.05, max=0.1))
+    cfg = sink_config(
+        name,
+        prefix,
+        ack_timeout=0.5,
+        shutdown_timeout=0.5,
+        retry=RetryOptions(initial=0.05, max=0.1),
+    )
     sink = await run_sink(cfg, list(trades(8)))
     assert sink.sent == 5
     assert sink.dropped == 3
@@ -236,6 +243,7 @@ async def test_nats_restart_mid_stream_loses_nothing_acknowledged(
         n += 20
         await asyncio.sleep(0.005)
     await restart
+    await wait_for_jetstream()
     await publish_paced(bus, records[n : n + 1000])
     n += 1000
     bus.close()

@@ -127,7 +127,7 @@ async def test_rejected_commands_are_dropped_and_counted(client: Any, prefix: st
 async def test_connection_killed_mid_stream_loses_nothing(client: Any, prefix: str) -> None:
     """Kill the sink's Redis connection repeatedly while it writes: every record ends up in
     the stream (at-least-once: a batch whose replies were lost may be written twice)."""
-    n = 20_000
+    n = 10_000
     records = trades(n)
     cfg = sink_config(prefix, batch_size=200, retry=RetryOptions(initial=0.01, max=0.05))
     sink, bus, task = await run_sink(cfg, records[:2000])

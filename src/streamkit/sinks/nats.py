@@ -260,7 +260,8 @@ class NatsSink(Sink):
         self._log.warning("NATS client error", error=f"{type(exc).__name__}: {exc}")
 
     async def _on_disconnected(self) -> None:
-        self._log.warning("disconnected from NATS; nats-py is reconnecting")
+        if self._nc is not None:  # None: we are closing it ourselves
+            self._log.warning("disconnected from NATS; nats-py is reconnecting")
 
     async def _on_reconnected(self) -> None:
         self._log.info("reconnected to NATS")
