@@ -10,9 +10,11 @@ on any failure reports ``gap``/``checksum_mismatch`` + ``resync`` and asks for a
 from __future__ import annotations
 
 import enum
-import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from decimal import Decimal
+from itertools import islice
+
+from sortedcontainers import SortedDict
 
 from streamkit.feed import Output, ResyncBook
 from streamkit.model import Book, PriceLevel, Status, StatusEvent
@@ -20,25 +22,33 @@ from streamkit.model import Book, PriceLevel, Status, StatusEvent
 _ZERO = Decimal(0)
 
 
-class OrderBook:
-    """Bids and asks as ``{price: size}``; best levels are computed on demand.
+def _descending(price: Decimal) -> Decimal:
+    return -price
 
-    Not thread-safe; owned by one connection's protocol object.
+
+class OrderBook:
+    """Bids and asks as sorted ``{price: size}`` mappings, best level first: ``bids`` high
+    to low, ``asks`` low to high (``sortedcontainers.SortedDict``, a dict subclass).
+
+    Keeping the sides sorted makes the best level, the crossed-book check and the top-N a
+    checksum needs O(1) / O(N) instead of a scan of the whole book on every update; changing
+    an existing level's size stays a plain dict assignment. Not thread-safe; owned by one
+    connection's protocol object.
     """
 
     __slots__ = ("asks", "bids", "seq")
 
     def __init__(self) -> None:
-        self.bids: dict[Decimal, Decimal] = {}
-        self.asks: dict[Decimal, Decimal] = {}
+        self.bids: SortedDict[Decimal, Decimal] = SortedDict(_descending)
+        self.asks: SortedDict[Decimal, Decimal] = SortedDict()
         self.seq: int | None = None
 
     def apply_snapshot(
         self, bids: Iterable[PriceLevel], asks: Iterable[PriceLevel], seq: int | None = None
     ) -> None:
         """Replace the whole book. Zero-size levels in a snapshot are ignored."""
-        self.bids = {p: s for p, s in bids if s != _ZERO}
-        self.asks = {p: s for p, s in asks if s != _ZERO}
+        self.bids = SortedDict(_descending, ((p, s) for p, s in bids if s != _ZERO))
+        self.asks = SortedDict((p, s) for p, s in asks if s != _ZERO)
         self.seq = seq
 
     def apply_delta(
@@ -52,35 +62,27 @@ class OrderBook:
             self.seq = seq
 
     def best_bid(self) -> PriceLevel | None:
-        if not self.bids:
-            return None
-        price = max(self.bids)
-        return price, self.bids[price]
+        return self.bids.peekitem(0) if self.bids else None
 
     def best_ask(self) -> PriceLevel | None:
-        if not self.asks:
-            return None
-        price = min(self.asks)
-        return price, self.asks[price]
+        return self.asks.peekitem(0) if self.asks else None
 
     def is_crossed(self) -> bool:
         """True when the best bid is at or above the best ask: a state no venue publishes, so a
         local book in that state has missed or misapplied an update."""
         if not self.bids or not self.asks:
             return False
-        return max(self.bids) >= min(self.asks)
+        return bool(self.bids.peekitem(0)[0] >= self.asks.peekitem(0)[0])
 
     def top(self, depth: int) -> tuple[list[PriceLevel], list[PriceLevel]]:
         """The best ``depth`` levels: bids high to low, asks low to high."""
-        bids = heapq.nlargest(depth, self.bids.items())
-        asks = heapq.nsmallest(depth, self.asks.items())
-        return bids, asks
+        return list(islice(self.bids.items(), depth)), list(islice(self.asks.items(), depth))
 
     def __len__(self) -> int:
         return len(self.bids) + len(self.asks)
 
 
-def _apply(side: dict[Decimal, Decimal], levels: Iterable[PriceLevel]) -> None:
+def _apply(side: MutableMapping[Decimal, Decimal], levels: Iterable[PriceLevel]) -> None:
     for price, size in levels:
         if size == _ZERO:
             side.pop(price, None)
@@ -89,8 +91,10 @@ def _apply(side: dict[Decimal, Decimal], levels: Iterable[PriceLevel]) -> None:
 
 
 ChecksumFn = Callable[[OrderBook], int]
-"""Computes a venue's checksum of a local book (on the levels' original decimal strings:
-``str(Decimal("0.35210000")) == "0.35210000"``, so Decimal keeps what the venue sent)."""
+"""Computes a venue's checksum of a local book. A Decimal built from the venue's string keeps
+its digits and exponent, so ``format(d, "f")`` gives back exactly what the venue sent
+(``"0.35210000"``, ``"0.00000062"``); beware ``str(d)``, which switches to scientific notation
+for small values (``str(Decimal("0.00000062")) == "6.2E-7"``)."""
 
 
 class SyncState(enum.Enum):
