@@ -105,7 +105,8 @@ class JsonlSinkConfig(_SinkBase, tag="jsonl", frozen=True, kw_only=True):
     path: str
     flush_interval: _Positive = 1.0
     rotate_bytes: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    """Start a new file once the current one holds this many (uncompressed) bytes."""
+    """Start a new file once the current one holds this many (uncompressed) bytes (checked
+    at each flush, so a file can exceed it by up to one flush: 256 KiB)."""
     rotate_interval: _Positive | None = None
     """Start a new file every this many seconds."""
     compression: Literal["none", "zstd"] = "none"

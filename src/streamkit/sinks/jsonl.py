@@ -1,4 +1,7 @@
-"""The ``jsonl`` sink: one JSON object per record per line, exactly the DESIGN.md contract."""
+"""The ``jsonl`` sink: one JSON object per record per line, exactly the DESIGN.md contract.
+
+With ``rotate_bytes``/``rotate_interval`` it writes a sequence of files, with
+``compression: zstd`` compressed ones (naming in :mod:`streamkit.sinks.files`)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from streamkit.channel import Subscription
 from streamkit.config import JsonlSinkConfig
 from streamkit.model import Record, encode_json_lines
 from streamkit.sinks.base import Sink
+from streamkit.sinks.files import RotatingWriter
 
 FLUSH_BYTES = 256 * 1024
 
@@ -23,40 +27,46 @@ class JsonlSink(Sink):
         super().__init__(name)
         self.config = config
         self.path = Path(config.path)
+        self.writer = RotatingWriter(
+            self.path,
+            rotate_bytes=config.rotate_bytes,
+            rotate_interval=config.rotate_interval,
+            compression=config.compression,
+        )
         self._buffer = bytearray()
         self._pending: list[Record] = []
 
     async def run(self, subscription: Subscription) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as fh:
-            flusher = asyncio.create_task(self._flush_periodically(fh))
-            try:
-                async for record in subscription:
-                    self._pending.append(record)
-                    self.written += 1
-                    if len(self._pending) >= 512:
-                        self._encode()
-                        if len(self._buffer) >= FLUSH_BYTES:
-                            self._flush(fh)
-            finally:
-                flusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await flusher
-                self._encode()
-                self._flush(fh)
+        fh = self.writer
+        flusher = asyncio.create_task(self._flush_periodically(fh))
+        try:
+            async for record in subscription:
+                self._pending.append(record)
+                self.written += 1
+                if len(self._pending) >= 512:
+                    self._encode()
+                    if len(self._buffer) >= FLUSH_BYTES:
+                        self._flush(fh)
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            self._encode()
+            self._flush(fh)
+            fh.close()
 
     def _encode(self) -> None:
         if self._pending:
             encode_json_lines(self._pending, self._buffer)
             self._pending.clear()
 
-    def _flush(self, fh: object) -> None:
+    def _flush(self, fh: RotatingWriter) -> None:
         if self._buffer:
-            fh.write(self._buffer)  # type: ignore[attr-defined]
-            fh.flush()  # type: ignore[attr-defined]
+            fh.write(self._buffer)
+            fh.flush()
             self._buffer.clear()
 
-    async def _flush_periodically(self, fh: object) -> None:
+    async def _flush_periodically(self, fh: RotatingWriter) -> None:
         while True:
             await asyncio.sleep(self.config.flush_interval)
             self._encode()
