@@ -50,6 +50,8 @@ log = structlog.get_logger(__name__)
 TransportFactory = Callable[[str, TransportOptions], Transport]
 HttpFetch = Callable[[str], Awaitable[tuple[int, bytes]]]
 """GET a URL; returns ``(status, body)``, status 0 when the request itself failed."""
+FrameTap = Callable[[str, bytes, int], None]
+"""``(connection name, frame, recv_ts ns)``: sees every frame a connection reads."""
 
 PLANNED_RECONNECT_MARGIN = 60.0
 """Reconnect this long before a venue's documented connection lifetime runs out."""
@@ -171,6 +173,10 @@ class ConnectionActor:
         self._decode_error_logged = False
         self._last_pong = 0.0
         self._log = log.bind(feed=feed.label, connection=self.name)
+        self.frame_tap: FrameTap | None = None
+        """Called with ``(connection name, frame bytes, recv_ts ns)`` for every frame read,
+        before decoding (the recorder uses it). Read once per session: set it before the
+        actor runs. Must be cheap and must not raise."""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -281,6 +287,7 @@ class ConnectionActor:
         out = Output()
         counters = self.counters
         on_message = protocol.on_message
+        tap = self.frame_tap
         while True:
             frames = await transport.recv_batch(self.batch_size)
             saw_data = False
@@ -288,8 +295,11 @@ class ConnectionActor:
                 data = frame.data
                 counters.messages += 1
                 counters.bytes += len(data)
+                recv_ts = time.time_ns()
+                if tap is not None:
+                    tap(self.name, data, recv_ts)
                 try:
-                    if on_message(data, time.time_ns(), out):
+                    if on_message(data, recv_ts, out):
                         saw_data = True
                 except Exception as exc:
                     self._decode_error(data, exc, out)
