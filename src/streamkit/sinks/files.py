@@ -43,12 +43,15 @@ class RotatingWriter:
         rotate_interval: float | None = None,
         compression: Compression = "none",
         level: int = 3,
+        header: bytes = b"",
     ) -> None:
         self.base = Path(path)
         self.rotate_bytes = rotate_bytes
         self.rotate_interval = rotate_interval
         self.compression = compression
         self.level = level
+        self.header = header
+        """Written at the start of every file (e.g. a line describing what follows)."""
         self.files: list[Path] = []
         """Every file this writer opened, in order."""
         self._raw: IO[bytes] | None = None
@@ -130,6 +133,9 @@ class RotatingWriter:
         self.files.append(path)
         self._size = 0
         self._opened_at = time.monotonic()
+        if self.header:
+            self._out.write(self.header)
+            self._size += len(self.header)
 
 
 def read_lines(path: str | Path) -> list[bytes]:
