@@ -3,7 +3,8 @@
 Tree::
 
     App
-     ├─ sinks supervisor (one_for_one)  ── one child per sink, each on its own subscription
+     ├─ sinks supervisor (one_for_one)  ── one child per sink, each on its own subscription,
+     │                                     one per derived stream (``derived:``), the monitor
      └─ feeds supervisor (one_for_one)  ── one ConnectionActor per connection of every feed
 
 Shutdown is ordered so that nothing taken off the wire is lost: stop the feeds, close the bus
@@ -33,6 +34,7 @@ from streamkit import plugins
 from streamkit.actor import ConnectionActor, TransportFactory
 from streamkit.channel import Bus, Policy, Subscription
 from streamkit.config import AppConfig, FeedConfig, SimulatorConfig, SinkConfig
+from streamkit.derived import DerivedStream, build_derived
 from streamkit.errors import ConfigError, EscalationError, PluginError
 from streamkit.feed import Feed
 from streamkit.http import HttpClient
@@ -79,6 +81,7 @@ class App:
         self.feeds: list[Feed] = []
         self.actors: list[ConnectionActor] = []
         self.sinks: list[Sink] = []
+        self.derived: list[DerivedStream] = []
         self.simulators: dict[str, Any] = {}
         self.monitor = Monitor()
         self.metrics: MetricsServer | None = None
@@ -263,6 +266,11 @@ class App:
             sink = build_sink(f"sink[{i}]:{cfg.__struct_config__.tag}", cfg)
             self.sinks.append(sink)
             children.append(self._sink_child(sink, cfg))
+        # Derived streams (NBBO, book snapshots) consume and publish like any consumer;
+        # they live here so that they, too, drain after the bus closes.
+        for stream in build_derived(self.config.derived, self.bus):
+            self.derived.append(stream)
+            children.append(_derived_child(stream))
         # The monitor follows status records for metrics and the live view; drop_oldest so
         # it can never slow a feed down.
         status_sub = self.bus.subscribe(
@@ -340,6 +348,22 @@ class App:
             "subscribers": self.bus.stats(),
             "sinks": [{"name": s.name, "written": s.written} for s in self.sinks],
         }
+
+
+def _derived_child(stream: DerivedStream) -> ChildSpec:
+    # Subscribe now, not when the task first runs, so the stream sees the very first record
+    # (a book snapshot stream needs the first book snapshot).
+    first = [stream.subscribe()]
+
+    async def run_derived() -> None:
+        subscription = first.pop() if first else stream.subscribe()
+        try:
+            await stream.run(subscription)
+        finally:
+            subscription.close()
+
+    # transient: a stream that returns (its subscription ended at shutdown) is done.
+    return ChildSpec(stream.name, run_derived, restart=Restart.TRANSIENT)
 
 
 async def _finish(task: asyncio.Task[None] | None) -> None:

@@ -216,6 +216,46 @@ class MetricsConfig(_Strict, frozen=True):
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
 
 
+class NbboConfig(_Strict, frozen=True):
+    """Cross-venue best bid/offer (``nbbo`` records, exchange ``nbbo``) from the feeds' BBO
+    records.
+
+    symbols: normalized symbols to compute it for (empty: every symbol with a BBO).
+    exchanges: venues that take part (empty: every feed).
+    max_age: seconds without a BBO update after which a venue's quote drops out; a
+        ``disconnected``/``reconnecting``/``stale``/``error`` status drops it at once.
+    queue_size: the consumer's own queue (policy ``conflate``: it never slows a feed).
+    """
+
+    symbols: list[str] = []
+    exchanges: list[str] = []
+    max_age: _Positive = 10.0
+    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+
+
+class BookSnapshotsConfig(_Strict, frozen=True):
+    """Top-``depth`` snapshots (``book_snapshot`` records) of every verified book, every
+    ``interval`` seconds, built from the feeds' ``book`` records.
+
+    symbols / exchanges: which books (empty: all).
+    queue_size: the consumer's own queue (policy ``block``: a book needs every delta).
+    """
+
+    depth: Annotated[int, msgspec.Meta(ge=1)] = 10
+    interval: _Positive = 1.0
+    symbols: list[str] = []
+    exchanges: list[str] = []
+    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+
+
+class DerivedConfig(_Strict, frozen=True):
+    """Streams computed from other records and published back to the bus like any channel.
+    Each is off unless its section is present."""
+
+    nbbo: NbboConfig | None = None
+    book_snapshots: BookSnapshotsConfig | None = None
+
+
 class SupervisionConfig(_Strict, frozen=True):
     """Restart intensity: more than ``max_restarts`` within ``within`` seconds escalates."""
 
@@ -244,6 +284,7 @@ class AppConfig(_Strict, frozen=True):
     supervision: SupervisionConfig = SupervisionConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig | None = None
+    derived: DerivedConfig = DerivedConfig()
 
 
 # --- loading -------------------------------------------------------------------------------

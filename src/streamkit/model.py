@@ -149,8 +149,49 @@ class Status(Record, frozen=True, gc=False, tag="status"):
     connection: str | None = None
 
 
+class NBBO(Record, frozen=True, gc=False, tag="nbbo"):
+    """Cross-venue best bid and offer of one normalized symbol (a derived stream, see
+    :mod:`streamkit.derived.nbbo`). ``exchange`` is ``"nbbo"``.
+
+    Each side names the venue holding it (``bid_exchange``/``ask_exchange``) and that venue's
+    size at the price; a side is null when no live venue quotes it. ``venues`` lists the
+    venues whose quotes were live when this record was computed. The two sides may cross or
+    lock: venues are independent markets.
+    """
+
+    bid_price: Decimal | None
+    bid_size: Decimal | None
+    bid_exchange: str | None
+    ask_price: Decimal | None
+    ask_size: Decimal | None
+    ask_exchange: str | None
+    venues: list[str] = []
+
+
+class BookSnapshot(Record, frozen=True, gc=False, tag="book_snapshot"):
+    """Top ``depth`` levels of a verified book, taken at a fixed interval (a derived stream,
+    see :mod:`streamkit.derived.book_snapshots`). Bids high to low, asks low to high; ``seq``
+    is the venue's update id of the last delta applied, where it has one; ``ts`` is the
+    exchange time of that update."""
+
+    depth: int
+    bids: list[PriceLevel]
+    asks: list[PriceLevel]
+    seq: int | None = None
+
+
 AnyRecord: TypeAlias = (
-    Trade | BBO | Book | Ticker | Funding | OpenInterest | Liquidation | Candle | Status
+    Trade
+    | BBO
+    | Book
+    | Ticker
+    | Funding
+    | OpenInterest
+    | Liquidation
+    | Candle
+    | Status
+    | NBBO
+    | BookSnapshot
 )
 
 RECORD_TYPES: dict[str, type[Record]] = {
@@ -163,6 +204,8 @@ RECORD_TYPES: dict[str, type[Record]] = {
     "liquidation": Liquidation,
     "candle": Candle,
     "status": Status,
+    "nbbo": NBBO,
+    "book_snapshot": BookSnapshot,
 }
 """Record type name (the ``type`` tag) -> Struct class."""
 
