@@ -72,16 +72,23 @@ def shift_checksum(frame: str, *, signed: bool) -> str | None:
 class ReplaySource:
     """The captured frames answering one subscription topic, in file order, played in loops.
 
-    Step ``i`` is frame ``i % n`` of loop ``i // n``. Loop 0 is byte-exact. From loop 1 on,
-    each field of ``id_groups`` moves on by its group's span (max - min + 1 over the whole
-    source) per loop, so the ids keep increasing and the venue's chain rules hold within each
-    loop (a loop restarts with the source's snapshot, which resets a client's book). Fields
+    Step ``i`` is frame ``i % n`` of loop ``i // n`` (with the default ``loop_from``). Loop 0
+    is byte-exact. From loop 1 on, each field of ``id_groups`` moves on by its group's span
+    (max - min + 1 over the looped frames) per loop, so the ids keep increasing and the
+    venue's chain rules hold within each loop (a loop restarts with the source's snapshot,
+    which resets a client's book). Fields
     missing from a frame (e.g. Deribit's first ``prev_change_id``) are simply not rendered.
 
     ``book_kinds[i]`` says whether frame ``i`` is a book snapshot, a book update or neither.
+
+    ``loop_from`` (default 0): loops after the first replay only frames ``loop_from..n-1``,
+    and the id spans are taken over those frames, so ids continue without a hole from one
+    loop to the next. Venues that send a book snapshot only once per subscription (Bybit)
+    use ``loop_from=1``: their deltas carry absolute sizes, so replaying them again keeps a
+    client's book valid while the update-id chain goes on (a ``gap`` fault is then visible).
     """
 
-    __slots__ = ("_shifts", "_templates", "book_kinds", "key", "symbol", "texts")
+    __slots__ = ("_shifts", "_templates", "book_kinds", "key", "loop_from", "symbol", "texts")
 
     def __init__(
         self,
@@ -90,9 +97,13 @@ class ReplaySource:
         frames: Sequence[str],
         book_kinds: Sequence[BookKind | None] | None = None,
         id_groups: Sequence[Sequence[str]] = (),
+        loop_from: int = 0,
     ) -> None:
         if not frames:
             raise ValueError(f"replay source {key!r} has no frames")
+        if not 0 <= loop_from < len(frames):
+            raise ValueError(f"replay source {key!r}: loop_from must index one of its frames")
+        self.loop_from = loop_from
         self.key = key
         self.symbol = symbol
         self.texts = tuple(frames)
@@ -106,7 +117,8 @@ class ReplaySource:
         )
         self._shifts: dict[str, int] = {}
         for group in id_groups:
-            values = [t.values[f] for t in self._templates for f in group if f in t.values]
+            looped = self._templates[loop_from:]
+            values = [t.values[f] for t in looped for f in group if f in t.values]
             if values:
                 span = max(values) - min(values) + 1
                 self._shifts.update((f, span) for f in group)
@@ -116,7 +128,12 @@ class ReplaySource:
 
     def frame(self, step: int) -> tuple[str, BookKind | None]:
         """The text of step ``step`` and its book kind."""
-        loop, index = divmod(step, len(self.texts))
+        size = len(self.texts)
+        if step < size:
+            loop, index = 0, step
+        else:
+            later, offset = divmod(step - size, size - self.loop_from)
+            loop, index = later + 1, self.loop_from + offset
         kind = self.book_kinds[index]
         if loop == 0 or not self._shifts:
             return self.texts[index], kind

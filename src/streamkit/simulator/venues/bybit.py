@@ -8,8 +8,10 @@
 * Heartbeat: ``{"op":"ping"}`` -> linear ``{"success":true,"ret_msg":"pong","conn_id":..,
   "req_id":..,"op":"ping"}``; spot omits ``req_id``. Without ping or data for 10 minutes the
   server closes the connection.
-* Captured: ``orderbook.50.BTCUSDT`` (a real linear snapshot ``u=10132540`` and its next delta;
-  looping re-sends both with ``u`` and ``seq`` shifted so they keep increasing),
+* Captured: ``orderbook.50.BTCUSDT`` (a real linear snapshot ``u=10132540`` and its next delta).
+  As on Bybit, a subscription gets the snapshot once; then the delta repeats forever with
+  ``u`` and ``seq`` moving on by one each time (its sizes are absolute, so the book stays
+  what the first delta made it, and a withheld delta breaks the ``u`` chain as live),
   ``publicTrade.BTCUSDT`` and ``tickers.BTCUSDT``. No spot book was captured: the spot path
   replays the same BTCUSDT frames. Other depths/topics for BTCUSDT are acknowledged, silent.
   Bybit has no shutdown message and no checksum.
@@ -63,6 +65,7 @@ class BybitAdapter(VenueAdapter):
                     [r["raw"] for r in group],
                     book_kinds(group),
                     id_groups=[("u",), ("seq",)],
+                    loop_from=1,  # one snapshot per subscription, as Bybit sends it
                 )
             )
         singles: dict[str, list[str]] = {}

@@ -7,12 +7,16 @@
   "Failed to subscribe","reason":".."}``. No subscribe within 5 s of connecting -> the server
   closes the connection (1008; the close code is a simulator choice).
 * ``heartbeat`` channel: per product, once a second, ``{"type":"heartbeat","last_trade_id":..,
-  "product_id":..,"sequence":..,"time":..}`` carrying the last ``sequence``/``trade_id`` this
-  connection was sent for the product.
+  "product_id":..,"sequence":..,"time":..}`` carrying the last ``sequence`` this connection was
+  sent for the product and the id of the last trade it was sent (``match`` / ``last_match``
+  frames only: a ``ticker`` repeats an older trade's id, and its loops must not look like new
+  trades). Before any match was sent, ``last_trade_id`` is the product's last trade before the
+  replay: the first captured match's id - 1, or the captured ticker's ``trade_id``.
 * Captured: ``level2`` (and ``level2_batch``, same frames) for NU-GBP: snapshot + 76
   ``l2update``; ``matches`` (``last_match`` then ``match``) and ``ticker`` for several
-  products; looping shifts ``sequence``/``trade_id`` so they keep increasing. No checksum, no
-  shutdown message.
+  products; looping shifts ``sequence``/``trade_id`` so they keep increasing (a product's
+  captured trade ids are consecutive, so its matches continue without a hole across loops).
+  No checksum, no shutdown message.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import datetime
 import json
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from streamkit.simulator.venues.base import (
@@ -39,6 +44,7 @@ _CHANNELS: Final = frozenset({"level2", "level2_batch", "matches", "ticker", "he
 _BOOK_CHANNELS: Final = {"level2": "level2", "level2_batch": "level2"}
 _SEQUENCE: Final = re.compile(r'"sequence":(\d+)')
 _TRADE_ID: Final = re.compile(r'"trade_id":(\d+)')
+_MATCH: Final = re.compile(r'"type":"(?:last_)?match"')
 
 
 def _compact(value: object) -> str:
@@ -79,6 +85,7 @@ class CoinbaseAdapter(VenueAdapter):
                     key, key.partition(":")[2], frames, id_groups=[("sequence",), ("trade_id",)]
                 )
             )
+        self.initial_trade_id = _initial_trade_ids(rows)
         # Products named in the captured subscribe requests exist too (silent ones).
         for row in rows:
             if row["kind"] == "subscribe_request" and '"product_ids"' in row["raw"]:
@@ -173,7 +180,9 @@ class CoinbaseAdapter(VenueAdapter):
                 session.close(1008, "No subscribe message within 5 seconds")
                 return
             for product in session.state["channels"].get("heartbeat", {}):
-                sequence, trade_id = session.state["last"].get(product, (0, 0))
+                sequence, trade_id = session.state["last"].get(
+                    product, (0, self.initial_trade_id.get(product, 0))
+                )
                 session.send_control(
                     _compact(
                         {
@@ -189,10 +198,28 @@ class CoinbaseAdapter(VenueAdapter):
             waited += interval
 
     def on_data(self, session: Session, product: str, frame: str) -> None:
-        """Remember the newest ``sequence``/``trade_id`` sent for ``product`` (heartbeats)."""
-        seq, trade = _SEQUENCE.search(frame), _TRADE_ID.search(frame)
-        old_seq, old_trade = session.state["last"].get(product, (0, 0))
+        """Remember the newest ``sequence`` and matched ``trade_id`` sent for ``product``."""
+        seq = _SEQUENCE.search(frame)
+        trade = _TRADE_ID.search(frame) if _MATCH.search(frame) else None
+        old_seq, old_trade = session.state["last"].get(
+            product, (0, self.initial_trade_id.get(product, 0))
+        )
         session.state["last"][product] = (
             max(old_seq, int(seq.group(1))) if seq else old_seq,
             max(old_trade, int(trade.group(1))) if trade else old_trade,
         )
+
+
+def _initial_trade_ids(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Product -> the id of its last trade before the replay starts (see the module doc)."""
+    first_match: dict[str, int] = {}
+    ticker: dict[str, int] = {}
+    for row in rows:
+        product = row.get("symbol")
+        if not product or row.get("group") or row["kind"] not in ("trade", "ticker"):
+            continue
+        trade_id = json.loads(row["raw"]).get("trade_id")
+        if isinstance(trade_id, int):
+            found = first_match if row["kind"] == "trade" else ticker
+            found.setdefault(product, trade_id - 1 if found is first_match else trade_id)
+    return ticker | first_match
