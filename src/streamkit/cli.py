@@ -65,6 +65,25 @@ def _parser() -> argparse.ArgumentParser:
     feeds = sub.add_parser("feeds", help="list the installed feed plugins and their channels")
     feeds.set_defaults(func=_cmd_feeds)
 
+    record = sub.add_parser("record", help="run a config and record its raw frames (zstd JSONL)")
+    record.add_argument("config")
+    record.add_argument("--dir", default="recordings", help="output directory")
+    record.add_argument("--duration", type=_positive_float)
+    record.add_argument("--rotate-mb", type=_positive_float, default=256.0)
+    record.add_argument("--rotate-interval", type=_positive_float, default=3600.0)
+    record.add_argument("--no-compress", action="store_true", help="plain JSON Lines")
+    record.set_defaults(func=_cmd_record)
+
+    replay = sub.add_parser(
+        "replay", help="replay recorded frames through the same plugin code into sinks"
+    )
+    replay.add_argument("files", nargs="+", help="recording files or directories")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=_positive_float, default=1.0, help="x original pace")
+    pace.add_argument("--max", action="store_true", help="as fast as possible")
+    replay.add_argument("--config", help="take the sinks from this config (default: console)")
+    replay.set_defaults(func=_cmd_replay)
+
     doctor = sub.add_parser("doctor", help="print versions; check a config and its sinks")
     doctor.add_argument("config", nargs="?", help="YAML config to check (optional)")
     doctor.set_defaults(func=_cmd_doctor)
@@ -162,6 +181,44 @@ async def _run_app(app: object, duration: float | None, live: bool = False) -> N
             view.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await view
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    config = _load_checked(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    from streamkit.record import record
+
+    def on_start(app: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, app.request_stop)  # type: ignore[attr-defined]
+
+    recorder = asyncio.run(
+        record(
+            config,
+            args.dir,
+            duration=args.duration,
+            rotate_bytes=int(args.rotate_mb * 2**20),
+            rotate_interval=args.rotate_interval,
+            compression="none" if args.no_compress else "zstd",
+            on_start=on_start,
+        )
+    )
+    print(f"recorded {recorder.frames} frames into {len(recorder.files)} file(s) under {args.dir}")
+    return EXIT_OK
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from streamkit.config import ConsoleSinkConfig, SinkConfig
+    from streamkit.replay import run_replay
+
+    configure_logging("warning")
+    sinks: list[SinkConfig] = [ConsoleSinkConfig()]
+    if args.config:
+        sinks = list(load_config(args.config).sinks) or sinks
+    result = asyncio.run(run_replay(args.files, sinks, speed=None if args.max else args.speed))
+    print(f"replayed {result['records']} records", file=sys.stderr)
+    return EXIT_OK
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
