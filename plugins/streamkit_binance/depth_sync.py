@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 
 from streamkit.book import BookSync, OrderBook
-from streamkit.feed import HttpGet, Output
+from streamkit.feed import DecodeError, HttpGet, Output
 from streamkit.model import Status, StatusEvent
 from streamkit_binance.schemas import DepthSnapshot, DepthUpdate
 
@@ -58,6 +58,15 @@ class DepthSync:
     # --- diff stream -----------------------------------------------------------------------
 
     def on_diff(self, event: DepthUpdate, recv_ts: int, out: Output) -> None:
+        """Raises :class:`DecodeError` for a diff whose ids are impossible (``U > u``): kept,
+        it would start a sync that no snapshot can ever satisfy (each one would be re-fetched
+        as "older than the first buffered U", forever). Dropped, it is a gap like any other
+        lost diff, and the next diff resynchronises the book."""
+        if event.first_update_id > event.last_update_id:
+            raise DecodeError(
+                f"depth update for {self.symbol} with first id {event.first_update_id} > "
+                f"last id {event.last_update_id}"
+            )
         if self.phase is Phase.LIVE:
             if self._apply(event, recv_ts, out, chained=True):
                 return
