@@ -16,6 +16,7 @@ from streamkit.errors import (
 )
 from streamkit.transport.base import Frame, Transport, TransportState
 from streamkit.transport.curl import CurlTransport
+from streamkit.transport.libcurl import LibcurlTransport
 from streamkit.transport.factory import (
     make_transport,
     register_memory_exchange,
@@ -218,8 +219,10 @@ async def test_recv_before_connect_is_an_error() -> None:
 
 def test_factory_builds_curl_by_default() -> None:
     t = make_transport("wss://example.test/ws", TransportOptions())
-    assert isinstance(t, CurlTransport)
+    assert isinstance(t, LibcurlTransport)  # kind "curl": streamkit's own libcurl read loop
     assert t.state is TransportState.NEW
+    old = make_transport("wss://example.test/ws", TransportOptions(kind="curl_cffi"))
+    assert isinstance(old, CurlTransport)
 
 
 async def test_factory_memory_needs_a_registered_exchange() -> None:
