@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import difflib
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
 
+from streamkit.envvars import expand_env
 from streamkit.errors import ConfigError
 from streamkit.transport.options import TransportOptions
 
@@ -306,16 +308,28 @@ def load_config(path: str | Path) -> AppConfig:
     """Read, parse and validate a YAML config file. Raises :class:`ConfigError`."""
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError([("", f"{p}: file is {size} bytes; configs are limited to 1 MiB")])
-        raw = p.read_bytes()
+        st = p.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(str(p))
+        if not stat.S_ISREG(st.st_mode):
+            # A FIFO, socket or device would block the read or never end: refuse it.
+            raise ConfigError([("", f"{p}: not a regular file")])
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                [("", f"{p}: file is {st.st_size} bytes; configs are limited to 1 MiB")]
+            )
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)  # bounded even if the file grows meanwhile
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError([("", f"{p}: file is over 1 MiB; configs are limited to 1 MiB")])
     except FileNotFoundError:
         raise ConfigError([("", f"{p}: no such file")]) from None
     except IsADirectoryError:
         raise ConfigError([("", f"{p}: is a directory, not a config file")]) from None
     except PermissionError:
         raise ConfigError([("", f"{p}: permission denied")]) from None
+    except OSError as exc:
+        raise ConfigError([("", f"{p}: cannot read: {exc.strerror or exc}")]) from None
     return parse_config(raw, source=str(p))
 
 
@@ -334,11 +348,13 @@ def parse_config(raw: bytes | str, source: str = "<config>") -> AppConfig:
         data = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"{source}: invalid YAML: {exc}")]) from None
+    except RecursionError:  # PyYAML composes nodes recursively
+        raise ConfigError([("", f"{source}: the YAML is nested too deeply")]) from None
     if data is None:
         raise ConfigError([("", f"{source}: the config is empty; it needs at least 'feeds'")])
     if not isinstance(data, dict):
         raise ConfigError([("", f"{source}: the top level must be a mapping of keys")])
-    return validate_data(data)
+    return validate_data(expand_env(data))
 
 
 def validate_data(data: dict[str, Any]) -> AppConfig:

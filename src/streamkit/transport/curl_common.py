@@ -186,7 +186,18 @@ def connect_error(where: str, exc: BaseException, response: UpgradeResponse) -> 
         return ConnectError(message, status=status, retry_after=retry_after)
     if isinstance(exc, CurlError) and exc.code == CurlECode.OPERATION_TIMEDOUT:
         return ConnectError(f"{where}: connect timed out: {curl_message(exc)}")
+    if isinstance(exc, CurlError) and exc.code in _TLS_VERIFY_FAILED:
+        return ConnectError(
+            f"{where}: TLS certificate verification failed: {curl_message(exc)} (to trust a "
+            "private CA, set transport.ca_file to its PEM bundle)"
+        )
     return ConnectError(f"{where}: connect failed: {curl_message(exc)}")
+
+
+# The server's certificate did not verify, or the configured CA bundle is unusable.
+_TLS_VERIFY_FAILED: Final = frozenset(
+    {CurlECode.PEER_FAILED_VERIFICATION, CurlECode.SSL_CACERT_BADFILE}
+)
 
 
 def in_background(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -7,7 +7,7 @@ behaviour because a dependency was upgraded.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -71,3 +71,27 @@ class TransportOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     impersonate: str | None = None
     verify: bool = True
     ca_file: str | None = None
+
+    def __repr__(self) -> str:
+        """Like the default repr, but header values and proxy credentials are redacted: they
+        carry API keys and passwords, and configs end up in logs and error messages."""
+        fields: list[str] = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name == "headers":
+                value = dict.fromkeys(value, REDACTED)
+            elif name == "proxy" and value is not None:
+                value = _redact_userinfo(value)
+            fields.append(f"{name}={value!r}")
+        return f"TransportOptions({', '.join(fields)})"
+
+
+REDACTED: Final = "<redacted>"
+
+
+def _redact_userinfo(url: str) -> str:
+    """``scheme://user:pass@host`` -> ``scheme://<redacted>@host``."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://{REDACTED}@{rest.split('@', 1)[1]}"
+    return url
