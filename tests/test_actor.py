@@ -408,3 +408,124 @@ async def test_cancel_closes_the_transport() -> None:
         await task
     assert actor.state is ActorState.STOPPED
     assert peer.client_close is not None
+
+
+class ShortLivedFeed(TinyFeed):
+    """A venue that drops connections after one second (like Binance after 24 h)."""
+
+    limits: ClassVar[Limits] = Limits(
+        max_streams_per_connection=10,
+        max_streams_per_message=2,
+        max_messages_per_second=100,
+        max_connection_age=1.0,
+    )
+
+
+async def wait_for_trade(seen: list[Record], trade_id: str, within: float = 3.0) -> None:
+    async with asyncio.timeout(within):
+        # polling a list another task fills
+        while not any(isinstance(r, Trade) and r.id == trade_id for r in seen):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+def trade(i: int) -> str:
+    return json.dumps({"kind": "trade", "symbol": "BTCUSD", "price": "1", "id": i})
+
+
+async def test_lifetime_limit_hands_over_without_gap_or_duplicate() -> None:
+    exchange = MemoryExchange()
+    bus = Bus()
+    sub = bus.subscribe(maxsize=10_000)
+    cfg = FeedConfig(exchange="tiny", symbols=["BTC-USD"], channels=["trades"])
+    feed = ShortLivedFeed(cfg)
+    [plan] = feed.plan()
+
+    async def fetch(url: str) -> tuple[int, bytes]:
+        return 200, b""
+
+    actor = ConnectionActor(
+        feed,
+        plan,
+        bus,
+        transport_factory=exchange.transport_factory,
+        http_fetch=fetch,
+        connect_limiter=ConnectLimiter(100, 1.0),
+    )
+    seen: list[Record] = []
+
+    def trade_ids() -> list[str]:
+        return [r.id for r in seen if isinstance(r, Trade)]
+
+    async def collect() -> None:
+        async for record in sub:
+            seen.append(record)
+
+    collector = asyncio.create_task(collect())
+    task = asyncio.create_task(actor.run())
+    try:
+        old = await exchange.next_connection()
+        await ack_all(old, requests=1)
+        for i in range(1, 6):
+            await old.send_text(trade(i))
+        # about 0.9 s in, the actor opens a successor while the old connection keeps streaming
+        new = await exchange.next_connection(within=3)
+        await ack_all(new, requests=1)
+        # events after the successor subscribed reach both connections: 6 and 7 overlap;
+        # 8 and 9 reach only the successor, which holds them back until it takes over
+        for i in (6, 7):
+            await old.send_text(trade(i))
+            await new.send_text(trade(i))
+        for i in (8, 9):
+            await new.send_text(trade(i))
+        await wait_for_trade(seen, "9")
+        await new.send_text(trade(10))  # and it is the live connection now
+        await wait_for_trade(seen, "10")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        collector.cancel()
+    assert sorted(trade_ids(), key=int) == [str(i) for i in range(1, 11)]  # none lost, none twice
+    events = status_events(seen)
+    assert StatusEvent.DISCONNECTED not in events and StatusEvent.RECONNECTING not in events
+    takeover = [r for r in seen if isinstance(r, Status) and "took over" in r.detail]
+    assert len(takeover) == 1 and takeover[0].event is StatusEvent.CONNECTED
+    assert old.client_close is not None  # the old connection was closed after the takeover
+    assert actor.counters.reconnects == 0 and actor.state is ActorState.STOPPED
+
+
+async def test_handover_falls_back_to_reconnect_when_successor_is_not_ready() -> None:
+    exchange = MemoryExchange()
+    bus = Bus()
+    sub = bus.subscribe(maxsize=10_000)
+    cfg = FeedConfig(
+        exchange="tiny",
+        symbols=["BTC-USD"],
+        channels=["trades"],
+        connect_timeout=0.3,
+        reconnect=BackoffOptions(initial=0.01, max=0.05),
+    )
+    feed = ShortLivedFeed(cfg)
+    [plan] = feed.plan()
+
+    async def fetch(url: str) -> tuple[int, bytes]:
+        return 200, b""
+
+    actor = ConnectionActor(
+        feed,
+        plan,
+        bus,
+        transport_factory=exchange.transport_factory,
+        http_fetch=fetch,
+        connect_limiter=ConnectLimiter(100, 1.0),
+    )
+    task = asyncio.create_task(actor.run())
+    try:
+        old = await exchange.next_connection()
+        await ack_all(old, requests=1)
+        await exchange.next_connection(within=3)  # the successor never acks its subscription
+        seen = await until(sub, StatusEvent.RECONNECTING, within=3)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    [gone] = [r for r in seen if isinstance(r, Status) and r.event is StatusEvent.DISCONNECTED]
+    assert "planned reconnect" in gone.detail and "not ready" in gone.detail

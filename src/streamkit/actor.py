@@ -20,7 +20,7 @@ import collections
 import contextlib
 import enum
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import structlog
@@ -39,7 +39,7 @@ from streamkit.feed import (
     Send,
     SubscribeRequest,
 )
-from streamkit.model import Record, Status, StatusEvent
+from streamkit.model import Book, Liquidation, Record, Status, StatusEvent, Trade
 from streamkit.pacing import Backoff, ConnectLimiter, Pacer
 from streamkit.stats import Histogram
 from streamkit.transport.base import Transport
@@ -139,6 +139,42 @@ class _PlannedReconnect(Exception):
     pass
 
 
+class _WarmupAborted(Exception):
+    pass
+
+
+MAX_HANDOVER_BUFFER = 200_000
+"""Records a warming successor may hold back before the handover is abandoned."""
+
+
+@dataclass
+class _Link:
+    """A successor connection being warmed up for a make-before-break handover."""
+
+    transport: Transport
+    protocol: FeedProtocol
+    ledger: Ledger
+    reason: str
+    buffer: list[Record] = field(default_factory=list)
+    http_pending: list[HttpGet] = field(default_factory=list)
+    saw_data: bool = False
+
+    def ready(self, book_symbols: set[str]) -> bool:
+        if self.ledger.pending or not self.saw_data or self.http_pending:
+            return False
+        snapshotted = {r.symbol for r in self.buffer if isinstance(r, Book) and r.snapshot}
+        return book_symbols <= snapshotted
+
+
+class _Handover(Exception):
+    """A control-flow signal: the warmed-up successor takes over."""
+
+    def __init__(self, link: _Link) -> None:
+        super().__init__(link.reason)
+        self.link = link
+        self.reason = link.reason
+
+
 class ConnectionActor:
     """Runs one connection of a feed forever (until cancelled)."""
 
@@ -173,6 +209,8 @@ class ConnectionActor:
         self._decode_error_logged = False
         self._last_pong = 0.0
         self._log = log.bind(feed=feed.label, connection=self.name)
+        self._published_ids: set[tuple[str | None, str]] | None = None
+        """Ids of trades/liquidations published while a successor warms up (for dedup)."""
         self.frame_tap: FrameTap | None = None
         """Called with ``(connection name, frame bytes, recv_ts ns)`` for every frame read,
         before decoding (the recorder uses it). Read once per session: set it before the
@@ -182,9 +220,14 @@ class ConnectionActor:
 
     async def run(self) -> None:
         """Connect, stream, reconnect, forever. Returns only by cancellation."""
+        carry: _Link | None = None
         try:
             while True:
-                retry_after = await self._attempt()
+                outcome = await self._attempt(carry)
+                if isinstance(outcome, _Link):
+                    carry = outcome  # a warmed-up successor takes over: no backoff, no gap
+                    continue
+                carry, retry_after = None, outcome
                 self.state = ActorState.BACKING_OFF
                 self.counters.reconnects += 1
                 delay = self.backoff.next_delay()
@@ -195,27 +238,38 @@ class ConnectionActor:
         finally:
             self.state = ActorState.STOPPED
 
-    async def _attempt(self) -> float | None:
+    async def _attempt(self, carry: _Link | None = None) -> float | _Link | None:
         """One connection's life. Returns a minimum delay before the next attempt (the
-        server's Retry-After, or 0 for a planned reconnect), or None for plain backoff."""
-        self.state = ActorState.CONNECTING
-        protocol = self.feed.protocol(self.plan, self.name)
-        transport = self.transport_factory(protocol.url(), self.config.transport)
+        server's Retry-After, or 0 for a planned reconnect), None for plain backoff, or the
+        warmed-up successor connection that takes over from this one (``carry`` on the next
+        call)."""
+        if carry is None:
+            self.state = ActorState.CONNECTING
+            protocol = self.feed.protocol(self.plan, self.name)
+            transport = self.transport_factory(protocol.url(), self.config.transport)
+        else:
+            protocol, transport = carry.protocol, carry.transport
         connected_at: float | None = None
         try:
-            await self.connect_limiter.acquire()
-            try:
-                async with asyncio.timeout(self.config.connect_timeout):
-                    await transport.connect()
-            except TimeoutError:
-                raise ConnectError(
-                    f"connect timed out after {self.config.connect_timeout}s"
-                ) from None
+            if carry is None:
+                await self.connect_limiter.acquire()
+                try:
+                    async with asyncio.timeout(self.config.connect_timeout):
+                        await transport.connect()
+                except TimeoutError:
+                    raise ConnectError(
+                        f"connect timed out after {self.config.connect_timeout}s"
+                    ) from None
+                await self._status(StatusEvent.CONNECTED, protocol.url())
+            else:
+                await self._take_over(carry)
             connected_at = time.monotonic()
             self.counters.connects += 1
-            await self._status(StatusEvent.CONNECTED, protocol.url())
-            await self._session(transport, protocol)
+            await self._session(transport, protocol, carry)
             return None  # pragma: no cover - _session only ends by raising
+        except _Handover as handover:
+            self._log.info("handed over to a new connection", reason=handover.reason)
+            return handover.link
         except ConnectError as exc:
             self._log.warning("connect failed", error=str(exc), status=exc.status)
             await self._status(StatusEvent.ERROR, f"connect failed: {exc}")
@@ -251,18 +305,28 @@ class ConnectionActor:
 
     # --- one live session --------------------------------------------------------------------
 
-    async def _session(self, transport: Transport, protocol: FeedProtocol) -> None:
+    async def _session(
+        self, transport: Transport, protocol: FeedProtocol, resumed: _Link | None = None
+    ) -> None:
         out = Output()
-        protocol.on_connected(time.time_ns(), out)
-        self.ledger.reset(protocol.subscriptions())
-        self.state = ActorState.SUBSCRIBING if self.ledger.requests else ActorState.STREAMING
+        if resumed is None:
+            protocol.on_connected(time.time_ns(), out)
+            self.ledger.reset(protocol.subscriptions())
+            self.state = ActorState.SUBSCRIBING if self.ledger.requests else ActorState.STREAMING
+        else:
+            # Already subscribed and synced during the warm-up; REST requests it still had in
+            # flight were cancelled with the old session's tasks, so ask again.
+            self.ledger = resumed.ledger
+            self.state = ActorState.STREAMING
+            out.actions.extend(resumed.http_pending)
         self.counters.last_data_ns = time.monotonic_ns()
         self._last_pong = time.monotonic()
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
                 await self._dispatch(transport, protocol, out)
-                tasks.create_task(self._subscribe(transport))
+                if resumed is None:
+                    tasks.create_task(self._subscribe(transport))
                 tasks.create_task(self._watchdog(transport, protocol))
                 await self._read(transport, protocol)
         except BaseExceptionGroup as group:
@@ -321,6 +385,8 @@ class ConnectionActor:
             if last.ts is not None:
                 # one latency sample per batch keeps the cost off the per-record path
                 self.latency.observe((last.recv_ts - last.ts) / 1e9)
+            if self._published_ids is not None:
+                self._published_ids.update(_event_ids(records))
             await self.bus.publish_many(records)
         actions = out.actions[:] if out.actions else None
         out.clear()
@@ -375,6 +441,7 @@ class ConnectionActor:
         next_beat = started + beat.interval if beat.interval else None
         ping_sent_at: float | None = None
         ws_pongs = hasattr(transport, "last_pong")
+        warming = False
 
         def pong_seen() -> float:
             """When the last heartbeat answer arrived: an application-level pong reported by
@@ -409,8 +476,108 @@ class ConnectionActor:
             if unanswered and now - (ping_sent_at or now) > cfg.pong_timeout:
                 self.counters.pong_timeouts += 1
                 raise _PongTimeout(f"no heartbeat answer within {cfg.pong_timeout}s")
-            if age_limit is not None and now - started > age_limit - PLANNED_RECONNECT_MARGIN:
-                raise _PlannedReconnect("connection lifetime limit")
+            if (
+                age_limit is not None
+                and not warming
+                and now - started > age_limit - min(PLANNED_RECONNECT_MARGIN, age_limit / 10)
+            ):
+                warming = True
+                self._tasks.create_task(self._warm_successor("connection lifetime limit"))
+
+    # --- make-before-break handover ------------------------------------------------------------
+
+    async def _warm_successor(self, reason: str) -> None:
+        """Open, subscribe and sync a second connection while this one keeps publishing;
+        when it is ready (subscriptions confirmed, data flowing, every book snapshotted),
+        raise :class:`_Handover` so that it takes over. Its records are held back until then.
+        If it cannot get ready in time, fall back to a plain planned reconnect."""
+        protocol = self.feed.protocol(self.plan, self.name)
+        transport = self.transport_factory(protocol.url(), self.config.transport)
+        link = _Link(transport, protocol, Ledger(), reason)
+        self._published_ids = set()
+        books = {s.symbol for s in self.plan.streams if s.channel == "l2_book"}
+        try:
+            await self.connect_limiter.acquire()
+            async with asyncio.timeout(2 * self.config.connect_timeout):
+                await transport.connect()
+                out = Output()
+                protocol.on_connected(time.time_ns(), out)
+                link.ledger.reset(protocol.subscriptions())
+                await self._absorb(link, out)
+                pacer = Pacer(self.feed.limits.max_messages_per_second)
+                for request in list(link.ledger.requests.values()):
+                    await pacer.wait()
+                    await transport.send(request.payload)
+                while not link.ready(books):
+                    for frame in await transport.recv_batch(self.batch_size):
+                        try:
+                            if protocol.on_message(frame.data, time.time_ns(), out):
+                                link.saw_data = True
+                        except Exception as exc:
+                            self._decode_error(frame.data, exc, out)
+                    await self._absorb(link, out)
+        except (TransportError, TimeoutError, _WarmupAborted) as exc:
+            self._published_ids = None
+            with contextlib.suppress(Exception):
+                await transport.close()
+            raise _PlannedReconnect(f"{reason}; the successor was not ready: {exc!r}") from None
+        except BaseException:
+            self._published_ids = None
+            with contextlib.suppress(Exception):
+                await transport.close()
+            raise
+        raise _Handover(link)
+
+    async def _absorb(self, link: _Link, out: Output) -> None:
+        """What a warming successor decoded: acks into its ledger, records held back,
+        REST requests run against its protocol, sends on its transport."""
+        for key in out.acks:
+            link.ledger.confirm(key)
+        for key, reason in out.rejects:
+            link.ledger.reject(key, reason)
+        link.buffer.extend(out.records)
+        if len(link.buffer) > MAX_HANDOVER_BUFFER:
+            raise _WarmupAborted(f"more than {MAX_HANDOVER_BUFFER} records held back")
+        actions = out.actions[:]
+        out.clear()
+        for action in actions:
+            if isinstance(action, HttpGet):
+                link.http_pending.append(action)
+                self._tasks.create_task(self._warm_http(link, action))
+            elif isinstance(action, Send):
+                await link.transport.send(action.payload)
+            else:  # Reconnect / ResyncBook: the successor is not healthy
+                raise _WarmupAborted(f"successor asked to {action!r}")
+
+    async def _warm_http(self, link: _Link, request: HttpGet) -> None:
+        try:
+            if request.delay > 0:
+                await asyncio.sleep(request.delay)
+            status, body = await self.http_fetch(request.url)
+            link.http_pending.remove(request)
+            out = Output()
+            link.protocol.on_http(request, status, body, time.time_ns(), out)
+            await self._absorb(link, out)
+        except (TransportError, _WarmupAborted) as exc:
+            # A failure of the successor must not read as a failure of the live connection.
+            self._published_ids = None
+            with contextlib.suppress(Exception):
+                await link.transport.close()
+            raise _PlannedReconnect(f"{link.reason}; the successor failed: {exc!r}") from None
+
+    async def _take_over(self, link: _Link) -> None:
+        """Publish what the successor held back, minus the trades and liquidations the old
+        connection already published, then carry on from the successor."""
+        published = self._published_ids or set()
+        self._published_ids = None
+        fresh = [r for r in link.buffer if _event_id(r) not in published]
+        await self._status(
+            StatusEvent.CONNECTED, f"{link.protocol.url()} (took over: {link.reason})"
+        )
+        if fresh:
+            self.counters.records += len(fresh)
+            self.records_by_type.update(map(type, fresh))
+            await self.bus.publish_many(fresh)
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -461,6 +628,20 @@ def _describe(exc: BaseException) -> str:
     return (
         f"{type(exc).__name__}: {exc}" if not isinstance(exc, _Stale | _PongTimeout) else str(exc)
     )
+
+
+def _event_id(record: Record) -> tuple[str | None, str] | None:
+    """The identity of a one-off event record (a trade, a liquidation with an id)."""
+    if isinstance(record, Trade | Liquidation):
+        return None if record.id is None else (record.symbol, record.id)
+    return None
+
+
+def _event_ids(records: list[Record]) -> Iterator[tuple[str | None, str]]:
+    for record in records:
+        key = _event_id(record)
+        if key is not None:
+            yield key
 
 
 def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
