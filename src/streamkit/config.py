@@ -236,9 +236,11 @@ class NbboConfig(_Strict, frozen=True):
 
 
 class BookSnapshotsConfig(_Strict, frozen=True):
-    """Top-``depth`` snapshots (``book_snapshot`` records) of every verified book, every
-    ``interval`` seconds, built from the feeds' ``book`` records.
+    """Top-N snapshots (``book_snapshot`` records) of every verified book at a fixed
+    interval, built from the feeds' ``book`` records.
 
+    depth: levels per side in each snapshot.
+    interval: seconds between snapshots.
     symbols / exchanges: which books (empty: all).
     queue_size: the consumer's own queue (policy ``block``: a book needs every delta).
     """
