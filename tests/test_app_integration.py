@@ -323,3 +323,26 @@ async def test_unknown_channel_is_a_config_error_naming_the_key(sim: BinanceSimu
     [(path, msg)] = info.value.problems
     assert path == "feeds[0].channels[1]"
     assert "orderbook" in msg
+
+
+async def test_crashed_consumer_cannot_stall_the_feed_forever(sim: BinanceSimulator) -> None:
+    app = App(config(feed_yaml(sim.ws_url, sim.rest_url, channels="[trades, bbo]")))
+    healthy = app.stream(Trade, maxsize=100_000, name="healthy")
+    # a consumer that took one record and then died without closing its subscription
+    abandoned = app.stream(maxsize=4, name="abandoned", block_timeout=0.5)
+    statuses = app.stream(Status, maxsize=1000, policy="drop_oldest", name="statuses")
+    await app.start()
+    try:
+        await abandoned.get()
+        got = await collect_until(healthy, lambda rs: len(rs) >= 40)
+        cut = await collect_until(
+            statuses,
+            lambda rs: any(
+                isinstance(r, Status) and "abandoned" in r.detail and "cut off" in r.detail
+                for r in rs
+            ),
+        )
+    finally:
+        await app.stop()
+    assert abandoned.cut_off and len(got) >= 40
+    assert any(isinstance(r, Status) and r.event is StatusEvent.DISCONNECTED for r in cut)

@@ -48,6 +48,9 @@ from streamkit.transport.factory import make_transport
 
 log = structlog.get_logger(__name__)
 
+DEFAULT_BLOCK_TIMEOUT = 30.0
+"""How long ``App.stream(policy="block")`` lets a consumer hold the feeds up (see there)."""
+
 SINK_DRAIN_TIMEOUT = 30.0
 """How long shutdown waits for sinks to write what is still queued before cancelling them."""
 
@@ -107,6 +110,7 @@ class App:
         maxsize: int = 1024,
         policy: Policy | str = Policy.BLOCK,
         name: str | None = None,
+        block_timeout: float | None = DEFAULT_BLOCK_TIMEOUT,
     ) -> Subscription:
         """Subscribe to records: ``async for rec in app.stream(Trade, symbol="BTC-*")``.
 
@@ -114,9 +118,20 @@ class App:
         the feed wait for you: lossless; ``drop_oldest``/``conflate``/``disconnect`` never
         slow the feed). Subscribe before ``start()`` to see every record from the first one.
         Use it as ``async with`` (or call ``close()``) to unsubscribe when you are done.
+
+        ``block_timeout`` (``block`` only): a consumer that has not taken a record for this
+        long while the feed waits on it is cut off (a ``disconnected`` status record names
+        it), so a consumer that crashed without closing its subscription cannot stall the
+        feeds forever. ``None`` waits forever.
         """
         return self.bus.subscribe(
-            types, exchange=exchange, symbol=symbol, maxsize=maxsize, policy=policy, name=name
+            types,
+            exchange=exchange,
+            symbol=symbol,
+            maxsize=maxsize,
+            policy=policy,
+            name=name,
+            block_timeout=block_timeout if Policy(policy) is Policy.BLOCK else None,
         )
 
     # --- lifecycle ---------------------------------------------------------------------------
