@@ -12,6 +12,7 @@
   frames only: a ``ticker`` repeats an older trade's id, and its loops must not look like new
   trades). Before any match was sent, ``last_trade_id`` is the product's last trade before the
   replay: the first captured match's id - 1, or the captured ticker's ``trade_id``.
+  Heartbeats are queued in order with data (so a ``stall`` holds them back too).
 * Captured: ``level2`` (and ``level2_batch``, same frames) for NU-GBP: snapshot + 76
   ``l2update``; ``matches`` (``last_match`` then ``match``) and ``ticker`` for several
   products; looping shifts ``sequence``/``trade_id`` so they keep increasing (a product's
@@ -183,7 +184,9 @@ class CoinbaseAdapter(VenueAdapter):
                 sequence, trade_id = session.state["last"].get(
                     product, (0, self.initial_trade_id.get(product, 0))
                 )
-                session.send_control(
+                # In order with data, as on the venue: sent ahead of queued frames, it would
+                # announce trades the client has not been sent yet (a false gap).
+                session.send(
                     _compact(
                         {
                             "type": "heartbeat",
