@@ -64,7 +64,7 @@ CASES: dict[str, tuple[bytes, str]] = {
     ),
     "huge_file": (b"# " + b"x" * (1024 * 1024 + 10) + b"\n", "configs are limited to 1 MiB"),
     "unset_env": (
-        b'feeds: [{exchange: binance, symbols: [BTC-USDT], channels: [trades],'
+        b"feeds: [{exchange: binance, symbols: [BTC-USDT], channels: [trades],"
         b' url: "${STREAMKIT_HOSTILE_UNSET}"}]\n',
         "feeds[0].url: environment variable STREAMKIT_HOSTILE_UNSET is not set",
     ),

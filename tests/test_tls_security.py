@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import structlog
-
 from faultkit import LeakCheck, collect_until, feed_yaml, has_after, make_app, statuses
+
 from streamkit import plugins
 from streamkit.config import SimulatorConfig, parse_config
 from streamkit.errors import ConfigError, PluginError
@@ -86,9 +86,7 @@ async def sim() -> AsyncIterator[BinanceSimulator]:
 
 
 @pytest.fixture
-async def tls(
-    sim: BinanceSimulator, tmp_path: Path
-) -> AsyncIterator[tuple[ChaosProxy, Path]]:
+async def tls(sim: BinanceSimulator, tmp_path: Path) -> AsyncIterator[tuple[ChaosProxy, Path]]:
     """The simulator behind a TLS-terminating proxy: (proxy, CA file)."""
     ca_path, context = make_ca_and_server_cert(tmp_path)
     async with ChaosProxy(sim.port, ssl_context=context) as proxy:
@@ -178,8 +176,9 @@ async def test_secrets_from_env_never_reach_logs_or_status_records(
         try:
             seen = await collect_until(
                 sub,
-                lambda rs: any(isinstance(r, Trade) for r in rs)
-                and len(statuses(rs, ST.ERROR)) >= 2,
+                lambda rs: (
+                    any(isinstance(r, Trade) for r in rs) and len(statuses(rs, ST.ERROR)) >= 2
+                ),
             )
         finally:
             await app.stop()
