@@ -226,7 +226,12 @@ class App:
     async def _start_simulator(self, cfg: SimulatorConfig) -> None:
         from streamkit.simulator.factory import make_simulator
 
-        sim = make_simulator(cfg.exchange, host=cfg.host, port=cfg.port, rate=cfg.rate)
+        try:
+            sim = make_simulator(
+                cfg.exchange, host=cfg.host, port=cfg.port, rate=cfg.rate, **cfg.options
+            )
+        except TypeError as exc:
+            raise ConfigError([("simulator.options", str(exc))]) from None
         await sim.start()
         self.simulators[cfg.exchange] = sim
         log.info("simulator started", exchange=cfg.exchange, url=sim.ws_url, rest_url=sim.rest_url)

@@ -208,6 +208,9 @@ class SimulatorConfig(_Strict, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     rate: _Positive = 50.0
+    options: dict[str, Any] = {}
+    """Passed to the simulator as keyword arguments (e.g. ``replay_once: true``; venue
+    simulators also take ``time_scale``, Binance ``ping_interval``)."""
 
 
 class MetricsConfig(_Strict, frozen=True):
