@@ -88,7 +88,9 @@ class App:
         self.simulators: dict[str, Any] = {}
         self.monitor = Monitor()
         self.metrics: MetricsServer | None = None
-        self.http: HttpClient | None = None
+        # One REST client per distinct TLS/proxy setup: a feed's snapshots must be fetched
+        # with the same verify/ca_file/proxy as its WebSocket, not with library defaults.
+        self.http_clients: dict[tuple[object, ...], HttpClient] = {}
         self._limiters: dict[str, ConnectLimiter] = {}
         self._feeds_sup: Supervisor | None = None
         self._sinks_sup: Supervisor | None = None
@@ -161,7 +163,6 @@ class App:
         try:
             for sim_cfg in self.config.simulators:
                 await self._start_simulator(sim_cfg)
-            self.http = HttpClient()
             self._build_sinks()
             self._build_feeds()
             if self.config.metrics is not None:
@@ -255,8 +256,8 @@ class App:
     def _build_feeds(self) -> None:
         sup = self.config.supervision
         children: list[ChildSpec] = []
-        assert self.http is not None
         for cfg in self.config.feeds:
+            http = self._http_client(cfg)
             url, rest_url = self._feed_urls(cfg)
             feed = plugins.load(cfg.exchange)(cfg, url=url, rest_url=rest_url)
             self.feeds.append(feed)
@@ -270,7 +271,7 @@ class App:
                     plan,
                     self.bus,
                     transport_factory=self.transport_factory,
-                    http_fetch=self.http.fetch,
+                    http_fetch=http.fetch,
                     connect_limiter=limiter,
                 )
                 self.actors.append(actor)
@@ -278,6 +279,14 @@ class App:
         self._feeds_sup = Supervisor(
             "feeds", children, max_restarts=sup.max_restarts, within=sup.within
         )
+
+    def _http_client(self, cfg: FeedConfig) -> HttpClient:
+        t = cfg.transport
+        key = (t.verify, t.ca_file, t.proxy, t.impersonate)
+        client = self.http_clients.get(key)
+        if client is None:
+            client = self.http_clients[key] = HttpClient(options=t)
+        return client
 
     def _build_sinks(self) -> None:
         sup = self.config.supervision
@@ -353,9 +362,10 @@ class App:
         if self.metrics is not None:
             await self.metrics.stop()
             self.metrics = None
-        if self.http is not None:
-            await self.http.close()
-            self.http = None
+        clients = list(self.http_clients.values())
+        self.http_clients.clear()
+        for client in clients:
+            await client.close()
         for sim in self.simulators.values():
             await sim.stop()
         self.simulators.clear()

@@ -1,0 +1,121 @@
+"""Review findings in the App's lifecycle: REST calls honour each feed's TLS options, a second
+``stop()`` waits for the shutdown in progress, and a failed ``start()`` cannot be mistaken for
+a running App."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from streamkit.app import App
+from streamkit.config import parse_config
+from streamkit.errors import ConfigError
+from streamkit.model import decode_json
+from streamkit.simulator import BinanceSimulator
+
+
+def _ca_and_server_context(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A private CA (``ca.pem``) and a server context with a certificate for 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    day = datetime.timedelta(days=1)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "review CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - day)
+        .not_valid_after(now + day)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - day)
+        .not_valid_after(now + day)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = (tmp_path / n for n in ("ca.pem", "srv.pem", "srv.key"))
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return ca_path, context
+
+
+@pytest.fixture
+async def https_rest(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    """An HTTPS endpoint signed by a private CA: (base URL, CA file)."""
+    ca_path, context = _ca_and_server_context(tmp_path)
+
+    async def depth(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"ok":true}')
+
+    web_app = web.Application()
+    web_app.router.add_get("/api/v3/depth", depth)
+    runner = web.AppRunner(web_app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"https://127.0.0.1:{port}", ca_path
+    finally:
+        await runner.cleanup()
+
+
+async def test_rest_snapshots_use_the_feeds_tls_options(https_rest: tuple[str, Path]) -> None:
+    # The WebSocket side honoured transport.ca_file but REST calls (book snapshots) went
+    # through one HttpClient built with default options: against a private CA every
+    # snapshot failed verification and the book never synced.
+    base, ca = https_rest
+    app = App(
+        parse_config(
+            f"""
+feeds:
+  - exchange: binance
+    url: ws://127.0.0.1:9/unused
+    rest_url: {base}
+    symbols: [BTC-USDT]
+    channels: [trades]
+    transport: {{ca_file: {ca}}}
+"""
+        )
+    )
+    await app.start()
+    try:
+        [actor] = app.actors
+        status, body = await actor.http_fetch(f"{base}/api/v3/depth")
+    finally:
+        await app.stop()
+    assert (status, body) == (200, b'{"ok":true}')
