@@ -119,3 +119,25 @@ feeds:
     finally:
         await app.stop()
     assert (status, body) == (200, b'{"ok":true}')
+
+
+async def test_a_failed_start_leaves_the_app_stopped_not_half_started() -> None:
+    # check_plugins failed after _started was set: a second start() then returned at once
+    # and run() "ran" an App with no feeds until its duration ended, raising nothing.
+    app = App(
+        parse_config(
+            """
+feeds:
+  - exchange: binance
+    symbols: [BTC-USDT]
+    channels: [no_such_channel]
+"""
+        )
+    )
+    with pytest.raises(ConfigError):
+        await app.start()
+    with pytest.raises(ConfigError):
+        await app.start()
+    with pytest.raises(ConfigError):
+        await app.run(duration=0.1)
+    await app.stop()  # harmless after a failed start

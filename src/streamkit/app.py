@@ -99,6 +99,7 @@ class App:
         self._stop_requested = asyncio.Event()
         self._started = False
         self._stopped = False
+        self._start_error: BaseException | None = None
         self.failure: BaseException | None = None
 
     # --- consuming ---------------------------------------------------------------------------
@@ -152,15 +153,21 @@ class App:
 
     async def start(self) -> None:
         """Start the simulator (if configured), the sinks and the feeds. Raises ConfigError
-        when a feed names an unknown plugin, channel or symbol."""
+        when a feed names an unknown plugin, channel or symbol.
+
+        A failed start is final: what was started is stopped again, the bus is closed (so
+        subscribers end instead of waiting forever) and every later ``start()``/``run()``
+        raises the same error. Create a new App to try again."""
+        if self._start_error is not None:
+            raise self._start_error
         if self._started:
             return
         self._started = True
-        problems = check_plugins(self.config)
-        if problems:
-            raise ConfigError(problems)
-        self._warn_insecure()
         try:
+            problems = check_plugins(self.config)
+            if problems:
+                raise ConfigError(problems)
+            self._warn_insecure()
             for sim_cfg in self.config.simulators:
                 await self._start_simulator(sim_cfg)
             self._build_sinks()
@@ -171,7 +178,12 @@ class App:
                 )
                 await self.metrics.start()
                 log.info("metrics endpoint", url=self.metrics.url)
-        except BaseException:
+        except BaseException as exc:
+            # Without this, a second start() returned at once and run() "ran" an App that
+            # had nothing running, silently, until its duration ended.
+            self._start_error = exc
+            self._stopped = True
+            self.bus.close()
             await self._close_resources()
             raise
         assert self._sinks_sup is not None and self._feeds_sup is not None
