@@ -141,3 +141,45 @@ feeds:
     with pytest.raises(ConfigError):
         await app.run(duration=0.1)
     await app.stop()  # harmless after a failed start
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[BinanceSimulator]:
+    async with BinanceSimulator(rate=200.0, ping_interval=0.5) as simulator:
+        yield simulator
+
+
+async def test_run_returns_only_after_a_concurrent_stop_finished(
+    sim: BinanceSimulator, tmp_path: Path
+) -> None:
+    # stop() from another task while run() is waiting: run()'s own stop() returned at once
+    # (the App was already "stopped") and run() returned while sinks were still draining,
+    # so a caller (e.g. asyncio.run) could tear the loop down before the sinks flushed.
+    out = tmp_path / "records.jsonl"
+    app = App(
+        parse_config(
+            f"""
+feeds:
+  - exchange: binance
+    url: {sim.ws_url}
+    rest_url: {sim.rest_url}
+    symbols: [NKN-USDT]
+    channels: [trades, bbo]
+sinks:
+  - {{type: jsonl, path: {out}, flush_interval: 60}}
+"""
+        )
+    )
+    first = app.stream(name="first")
+    runner = asyncio.create_task(app.run())
+    async with asyncio.timeout(10):
+        for _ in range(20):
+            await first.get()
+    first.close()
+    stopper = asyncio.create_task(app.stop())
+    await runner  # must not return before the shutdown is complete
+    [sink] = app.sinks
+    lines = out.read_bytes().splitlines()
+    assert sink.written > 0 and len(lines) == sink.written
+    assert all(decode_json(line) for line in lines)
+    await stopper

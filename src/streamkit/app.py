@@ -100,6 +100,8 @@ class App:
         self._started = False
         self._stopped = False
         self._start_error: BaseException | None = None
+        # The one shutdown; every stop() caller waits for it (see stop()).
+        self._stopping: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
 
     # --- consuming ---------------------------------------------------------------------------
@@ -214,10 +216,21 @@ class App:
         self._stop_requested.set()
 
     async def stop(self) -> None:
-        """Ordered shutdown: feeds, then bus drain, then sinks flush. Idempotent."""
-        if self._stopped or not self._started:
+        """Ordered shutdown: feeds, then bus drain, then sinks flush. Idempotent: every
+        caller returns once the shutdown is complete (a second caller, e.g. ``run()`` after
+        a ``stop()`` from another task, waits for the first one's shutdown instead of
+        returning while sinks are still flushing). Cancelling a caller does not cancel the
+        shutdown."""
+        if not self._started:
             return
-        self._stopped = True
+        if self._stopping is None:
+            if self._stopped:  # a failed start already cleaned up
+                return
+            self._stopped = True
+            self._stopping = asyncio.create_task(self._shutdown(), name="app-stop")
+        await asyncio.shield(self._stopping)
+
+    async def _shutdown(self) -> None:
         self._stop_requested.set()
         if self._feeds_sup is not None:
             await self._feeds_sup.stop()
