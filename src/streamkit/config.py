@@ -14,6 +14,7 @@ import re
 import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -441,14 +442,18 @@ def _semantic_problems(config: AppConfig) -> list[tuple[str, str]]:
     for i, sim in enumerate(config.simulators):
         from streamkit.simulator.factory import EXCHANGES
 
+        where = f"simulator[{i}]" if isinstance(config.simulator, list) else "simulator"
         if sim.exchange not in EXCHANGES:
-            where = f"simulator[{i}]" if isinstance(config.simulator, list) else "simulator"
             problems.append(
                 (
                     f"{where}.exchange",
                     f"no simulator for {sim.exchange!r} (known: {', '.join(EXCHANGES)})",
                 )
             )
+        elif [s.exchange for s in config.simulators].index(sim.exchange) != i:
+            # Simulators are looked up by exchange: a second one would replace the first,
+            # which would then never be stopped.
+            problems.append((f"{where}.exchange", f"a simulator for {sim.exchange!r} exists"))
     if not config.feeds:
         problems.append(("feeds", "at least one feed is required"))
     for i, feed in enumerate(config.feeds):
@@ -456,15 +461,26 @@ def _semantic_problems(config: AppConfig) -> list[tuple[str, str]]:
             problems.append((f"feeds[{i}].symbols", "at least one symbol is required"))
         if not feed.channels:
             problems.append((f"feeds[{i}].channels", "at least one channel is required"))
+        # A duplicate subscribes one stream twice and publishes each of its records twice.
+        problems += _duplicates(f"feeds[{i}].symbols", "symbol", feed.symbols)
+        problems += _duplicates(f"feeds[{i}].channels", "channel", feed.channels)
+        if feed.name is not None and not feed.name.strip():
+            problems.append((f"feeds[{i}].name", "must not be empty (omit it to use the exchange)"))
         for key in ("url", "rest_url"):
-            if getattr(feed, key) == "simulator" and feed.exchange not in simulated:
-                problems.append(
-                    (
-                        f"feeds[{i}].{key}",
-                        f"'simulator' needs a top-level 'simulator:' section with "
-                        f"exchange: {feed.exchange}",
+            value = getattr(feed, key)
+            if value == "simulator":
+                if feed.exchange not in simulated:
+                    problems.append(
+                        (
+                            f"feeds[{i}].{key}",
+                            f"'simulator' needs a top-level 'simulator:' section with "
+                            f"exchange: {feed.exchange}",
+                        )
                     )
-                )
+            elif value is not None:
+                problem = _ws_url_problem(value) if key == "url" else _rest_url_problem(value)
+                if problem:
+                    problems.append((f"feeds[{i}].{key}", problem))
         if feed.transport.ca_file is not None and not Path(feed.transport.ca_file).is_file():
             problems.append(
                 (f"feeds[{i}].transport.ca_file", f"no such file: {feed.transport.ca_file}")
@@ -475,4 +491,65 @@ def _semantic_problems(config: AppConfig) -> list[tuple[str, str]]:
             problems.append(
                 (f"feeds[{i}].name", f"two feeds are named {label!r}; give each a unique 'name'")
             )
+    for i, sink in enumerate(config.sinks):
+        problems += _sink_problems(f"sinks[{i}]", sink)
+    return problems
+
+
+def _duplicates(path: str, what: str, values: list[str]) -> list[tuple[str, str]]:
+    return [
+        (f"{path}[{i}]", f"duplicate {what} {value!r}")
+        for i, value in enumerate(values)
+        if values.index(value) != i
+    ]
+
+
+def _ws_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a feed's WebSocket URL, or None. An empty value must not
+    reach the plugin: it would fall back to the venue's real endpoint."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("ws", "wss"):
+        return f"must be a ws:// or wss:// URL (or 'simulator'), got {url!r}"
+    if not parts.hostname:
+        return f"has no host: {url!r}"
+    return None
+
+
+def _rest_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a REST base URL, or None. Plugins append their endpoint's
+    path (``/api/v3/depth``) to it, so it must not carry a path or query of its own."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"must be an http:// or https:// URL (or 'simulator'), got {url!r}"
+    if not parts.hostname:
+        return f"has no host: {url!r}"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return (
+            f"must be a base URL (scheme, host, port) without a path or query, got {url!r}: "
+            f"the plugin adds the endpoint path itself"
+        )
+    return None
+
+
+def _sink_problems(path: str, sink: SinkConfig) -> list[tuple[str, str]]:
+    from streamkit.model import RECORD_TYPES
+
+    problems: list[tuple[str, str]] = []
+    # Checked here so that a typo is a config error, not a ValueError from App.start().
+    for i, name in enumerate(sink.types):
+        if name not in RECORD_TYPES:
+            close = difflib.get_close_matches(name, list(RECORD_TYPES), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(
+                (
+                    f"{path}.types[{i}]",
+                    f"unknown record type {name!r}{hint}; known: {', '.join(RECORD_TYPES)}",
+                )
+            )
+    # An empty pattern matches nothing: the sink would silently receive no record.
+    for key in ("exchange", "symbol"):
+        if not getattr(sink, key):
+            problems.append((f"{path}.{key}", "must not be empty (use '*' for all)"))
+    if isinstance(sink, JsonlSinkConfig) and not sink.path.strip():
+        problems.append((f"{path}.path", "must not be empty"))
     return problems
