@@ -165,3 +165,22 @@ def test_record_then_replay_reproduces_the_records(tmp_path: Path) -> None:
 
     assert market(replayed) == market(live)
     assert len(market(live)) > 20
+
+
+def test_run_with_workers_shards_and_exits_cleanly(tmp_path: Path) -> None:
+    result = streamkit(
+        "run",
+        str(REPO / "examples" / "demo.yaml"),
+        "--workers",
+        "2",
+        "--duration",
+        "4",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = sorted((tmp_path / "out").glob("demo.w*.jsonl"))
+    assert files, "each worker writes its own jsonl file"
+    records = [json.loads(li) for f in files for li in f.read_text().splitlines()]
+    assert {"trade", "bbo", "book"} <= {r["type"] for r in records}
+    bad = streamkit("run", str(REPO / "examples" / "demo.yaml"), "--workers", "0")
+    assert bad.returncode == 2 and "at least 1" in bad.stderr

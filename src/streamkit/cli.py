@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["console", "json"], help="override logging.format")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="run the feeds in N worker processes, sharded by (exchange, symbol); "
+        "see docs/scaling.md",
+    )
+    run.add_argument(
         "--live",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -101,6 +108,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -149,6 +166,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load_checked(args.config)
     log_format = args.log_format or config.logging.format
     configure_logging(args.log_level or config.logging.level, log_format)
+    if args.workers is not None:
+        from streamkit.workers import run_workers
+
+        # The parent only supervises worker processes; each worker runs an App.
+        return run_workers(config, args.config, args.workers, args.duration)
     live = args.live if args.live is not None else sys.stdout.isatty() and log_format == "console"
     from streamkit.app import App
 
