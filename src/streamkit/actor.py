@@ -8,7 +8,9 @@ snapshots, sends, reconnects), sends heartbeats and checks their answers, and wa
 staleness (data frames only: heartbeats do not prove the stream is alive). When anything
 fails it publishes ``disconnected`` then ``reconnecting`` status records, waits a capped,
 fully jittered backoff, and starts over with a fresh protocol object, replaying every
-subscription. It never gives up on its own: only cancellation stops it.
+subscription. It never gives up on transport or protocol trouble: only cancellation stops
+it, or an exception from plugin code outside ``on_message`` (a bug: ``run`` publishes
+``disconnected`` naming it, then raises it for the supervisor to restart the actor).
 
 User code never runs on this task: records go to the bus, whose subscribers are other tasks.
 """
@@ -219,7 +221,8 @@ class ConnectionActor:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, stream, reconnect, forever. Returns only by cancellation."""
+        """Connect, stream, reconnect, forever. Returns only by cancellation; raises what
+        plugin code raised outside ``on_message`` (see the module docstring)."""
         carry: _Link | None = None
         try:
             while True:
@@ -292,6 +295,12 @@ class ConnectionActor:
             self._log.warning("connection lost", reason=detail)
             await self._disconnected(detail)
             return None
+        except Exception as exc:
+            # Plugin code outside on_message (on_http, resync, on_connected, ...) raised: a
+            # bug, left to the supervisor (restart, escalation), but consumers must still
+            # learn that this connection and its data are gone, as for any other ending.
+            await self._disconnected(f"plugin error: {type(exc).__name__}: {exc}")
+            raise
         finally:
             if connected_at is not None and time.monotonic() - connected_at >= (
                 self.config.reconnect.reset_after
