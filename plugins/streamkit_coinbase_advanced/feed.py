@@ -17,13 +17,15 @@ not subscribed within 5 s; the ``heartbeats`` subscribe is sent from ``on_connec
 the paced data requests, so that deadline holds however many requests follow.
 
 Trade side: the normalized ``side`` is the taker's. On the Exchange feed, ``matches.side`` is
-the MAKER's (documented), but Advanced Trade's ``market_trades.side`` is taken as the TAKER's:
-Coinbase's Advanced Trade API schema describes a market trade's ``side`` as "Taker side of the
-trade" (BUY/SELL), where the Exchange API's trade schema says "Maker side"; NautilusTrader's
-Advanced Trade adapter maps it straight to the aggressor side. The captured ``market_trades``
-frame is synthetic (no live capture with attribution exists), so this is not verified against
-live prices; the ``trade_side`` option (``taker`` default, ``maker`` inverts) is the switch if
-Coinbase's live feed says otherwise.
+the MAKER's (Coinbase documents it), but Advanced Trade's ``market_trades.side`` is taken as
+the TAKER's, on this evidence: the JSON schemas derived from Coinbase's OpenAPI files
+(github.com/api-evangelist/coinbase) describe the Advanced Trade market trade's ``side``
+(``BUY``/``SELL``) as "Taker side of the trade" and the Exchange API trade's (``buy``/``sell``)
+as "Maker side"; NautilusTrader's Advanced Trade adapter maps it straight to the aggressor
+side. Coinbase's own channel page says nothing either way, and the captured
+``market_trades`` frame is synthetic (no attributed live capture exists), so this is NOT
+verified against live prices; the ``trade_side`` option (``taker`` default, ``maker``
+inverts) is the switch if the live feed turns out otherwise.
 
 Gaps: ``sequence_num`` numbers every message of the connection (all channels, acks and
 heartbeats included) from 0, one by one. A jump means messages were lost, whichever channel
