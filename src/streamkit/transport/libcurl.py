@@ -333,6 +333,8 @@ class LibcurlTransport:
         unpack = ffi.unpack
         frames = self._frames
         append = frames.append
+        # tuple.__new__ skips the NamedTuple's Python-level __new__: half the cost per message
+        new_frame = tuple.__new__
         options = self._options
         limit = options.max_message_size
         queue_size = options.recv_queue_size
@@ -360,7 +362,7 @@ class LibcurlTransport:
                         if n > limit:
                             self._too_large(n)
                             return
-                        append(Frame(unpack(buf, n), bool(flags & _BINARY)))
+                        append(new_frame(Frame, (unpack(buf, n), bool(flags & _BINARY))))
                     elif not self._fragment(flags, n, frame.bytesleft):
                         return
                     if len(frames) >= queue_size:
