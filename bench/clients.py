@@ -9,6 +9,8 @@ Clients (the same stream, the same checks):
   streamkit used to be built on).
 - ``libcurl``: libcurl read directly, ``Curl.ws_recv()`` in a blocking loop (``select`` on
   ``CURLE_AGAIN``), no decoding, no event loop.
+- ``sk-transport``: streamkit's own transport (``LibcurlTransport``) read in batches, no
+  decoding: the like-for-like comparison with ``curl_cffi``.
 - ``streamkit``: the whole pipeline: transport -> actor -> Binance plugin (msgspec decode,
   normalize into ``Trade``/``Book``, book sync for depth) -> bus -> one consumer reading
   batches (``Subscription.get_batch``). ``streamkit-curl_cffi``: the same on
@@ -300,6 +302,46 @@ async def curl_cffi_client(port: int, sc: dict[str, Any], rec: Recorder) -> list
     return [item_from_frame(decode(v)) for v in rec.values]
 
 
+# --- streamkit's transport alone, raw ---------------------------------------------------------
+
+
+async def transport_client(port: int, sc: dict[str, Any], rec: Recorder) -> list[Item]:
+    """LibcurlTransport (``kind: curl``) read in batches, no decoding: the transport alone,
+    to compare with curl_cffi's AsyncWebSocket doing the same work."""
+    from streamkit.transport.libcurl import LibcurlTransport
+    from streamkit.transport.options import TransportOptions
+
+    done = asyncio.get_running_loop().create_future()
+
+    async def one(c: int) -> None:
+        t = LibcurlTransport(f"ws://127.0.0.1:{port}/stream", TransportOptions())
+        await t.connect()
+        first = c * sc["streams_per_conn"]
+        streams = [stream_for(sc["kind"], first + i)[2] for i in range(sc["streams_per_conn"])]
+        await t.send(subscribe_payload(streams))
+        await t.recv_batch(1)  # the ack
+        times, values = rec.times, rec.values
+        while not done.done():
+            batch = await t.recv_batch()
+            if not times:
+                rec.first()
+            now = now_us()
+            for frame in batch:
+                times.append(now)
+                values.append(frame.data)
+            if len(times) >= rec.expected and not done.done():
+                rec.finish()
+                done.set_result(None)
+        await t.close()
+
+    tasks = [asyncio.create_task(one(c)) for c in range(sc["conns"])]
+    await done
+    for task in tasks:
+        task.cancel()
+    decode = frame_decoder(sc["kind"]).decode
+    return [item_from_frame(decode(v)) for v in rec.values]
+
+
 # --- libcurl direct ------------------------------------------------------------------------
 
 
@@ -503,6 +545,8 @@ def main() -> None:
         items = asyncio.run(floor_client(args.port, sc, rec))
     elif client == "curl_cffi":
         items = asyncio.run(curl_cffi_client(args.port, sc, rec))
+    elif client == "sk-transport":
+        items = asyncio.run(transport_client(args.port, sc, rec))
     elif client == "libcurl":
         items = libcurl_client(args.port, sc, rec)
     elif client.startswith("streamkit"):

@@ -45,7 +45,7 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
             "streams_per_conn": 1,
             "rate": 0,
             "count": 200_000 if quick else 1_000_000,
-            "clients": ["floor", "curl_cffi", "libcurl", "streamkit"],
+            "clients": ["floor", "curl_cffi", "sk-transport", "libcurl", "streamkit"],
             "what": "small Binance trades, as fast as the server writes",
         },
         "paced_5k": {
@@ -54,7 +54,7 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
             "streams_per_conn": 1,
             "rate": 5_000,
             "count": int(5_000 * d),
-            "clients": ["floor", "curl_cffi", "libcurl", "streamkit"],
+            "clients": ["floor", "curl_cffi", "sk-transport", "libcurl", "streamkit"],
             "what": "trades paced at 5k msg/s, one message per packet",
         },
         "paced_50k": {
@@ -63,7 +63,7 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
             "streams_per_conn": 1,
             "rate": 50_000,
             "count": int(50_000 * d),
-            "clients": ["floor", "curl_cffi", "libcurl", "streamkit"],
+            "clients": ["floor", "curl_cffi", "sk-transport", "libcurl", "streamkit"],
             "what": "trades paced at 50k msg/s, one message per packet",
         },
         "depth_burst": {
@@ -72,7 +72,7 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
             "streams_per_conn": 1,
             "rate": 0,
             "count": 20_000 if quick else 60_000,
-            "clients": ["floor", "curl_cffi", "libcurl", "streamkit"],
+            "clients": ["floor", "curl_cffi", "sk-transport", "libcurl", "streamkit"],
             "what": "1.4 KB depth updates (20+20 levels), book sync + verify in the pipeline",
         },
         "conns_100": {
