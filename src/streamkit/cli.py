@@ -156,9 +156,10 @@ def _cmd_feeds(args: argparse.Namespace) -> int:
     if not names:
         print("no feed plugins installed")
         return EXIT_OK
+    width = max(len(name) for name in names)
     for name in names:
         cls = plugins.load(name)
-        print(f"{name:<16} {', '.join(sorted(cls.channels))}")
+        print(f"{name:<{width}}  {', '.join(sorted(cls.channels))}")
     return EXIT_OK
 
 
