@@ -4,15 +4,16 @@ silent loss when a make-before-break handover meets a slow ``block`` consumer.""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
-from test_actor import TinyFeed, TinyProtocol, ack_all
+from test_actor import ShortLivedFeed, TinyFeed, TinyProtocol, ack_all, trade
 
 from streamkit.actor import ConnectionActor
 from streamkit.channel import Bus
-from streamkit.config import FeedConfig
+from streamkit.config import BackoffOptions, FeedConfig
 from streamkit.feed import ConnectionPlan, HttpGet, Output
-from streamkit.model import Status, StatusEvent
+from streamkit.model import Record, Status, StatusEvent, Trade
 from streamkit.pacing import ConnectLimiter
 from streamkit.transport.memory import MemoryExchange
 
@@ -65,3 +66,45 @@ async def test_a_plugin_error_publishes_disconnected_before_the_actor_fails() ->
     assert [e.event for e in events][-1] is StatusEvent.DISCONNECTED
     assert "KeyError" in events[-1].detail and "lastUpdateId" in events[-1].detail
     assert peer.client_close is not None
+
+
+async def test_handover_under_block_backpressure_loses_nothing() -> None:
+    # The old connection marks a batch's trade ids as published *before* publish_many,
+    # which blocks on a full 'block' subscriber; the handover then cancelled that publish
+    # and the successor dropped its copies of those trades as duplicates: lost, uncounted.
+    exchange = MemoryExchange()
+    bus = Bus()
+    sub = bus.subscribe(maxsize=2)  # block, no timeout: lossless by contract
+    cfg = FeedConfig(
+        exchange="tiny",
+        symbols=["BTC-USD"],
+        channels=["trades"],
+        reconnect=BackoffOptions(initial=0.01, max=0.05),
+    )
+    actor = actor_for(ShortLivedFeed(cfg), exchange, bus)
+    task = asyncio.create_task(actor.run())
+    seen: list[Record] = []
+    try:
+        old = await exchange.next_connection()
+        await ack_all(old, requests=1)
+        for i in range(1, 6):  # connected + subscribed fill the queue: the reader blocks
+            await old.send_text(trade(i))
+        new = await exchange.next_connection(within=3)  # the successor, ~0.9 s in
+        sent = json.loads(await new.received())
+        await new.send_text(json.dumps({"kind": "ack", "id": sent["id"]}))
+        for i in range(4, 8):  # 4 and 5 overlap with the old connection
+            await new.send_text(trade(i))
+        async with asyncio.timeout(3):
+            # Start reading only once the successor is ready: it then either took over at
+            # once (cancelling the blocked publish) or waits for that publish to complete.
+            while old.client_close is None and getattr(actor, "_successor", None) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            while not any(isinstance(r, Trade) and r.id == "7" for r in seen):
+                seen.extend(await sub.get_batch())
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    ids = [r.id for r in seen if isinstance(r, Trade)]
+    assert ids == ["1", "2", "3", "4", "5", "6", "7"]
+    took_over = [r for r in seen if isinstance(r, Status) and "took over" in r.detail]
+    assert len(took_over) == 1

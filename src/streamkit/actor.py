@@ -213,6 +213,10 @@ class ConnectionActor:
         self._log = log.bind(feed=feed.label, connection=self.name)
         self._published_ids: set[tuple[str | None, str]] | None = None
         """Ids of trades/liquidations published while a successor warms up (for dedup)."""
+        self._publishing = 0
+        """Publishes of the current session in progress (a handover waits for them)."""
+        self._successor: _Link | None = None
+        """A ready successor waiting to take over; owned by the actor from then on."""
         self.frame_tap: FrameTap | None = None
         """Called with ``(connection name, frame bytes, recv_ts ns)`` for every frame read,
         before decoding (the recorder uses it). Read once per session: set it before the
@@ -271,6 +275,7 @@ class ConnectionActor:
             await self._session(transport, protocol, carry)
             return None  # pragma: no cover - _session only ends by raising
         except _Handover as handover:
+            self._successor = None  # the next attempt owns it now
             self._log.info("handed over to a new connection", reason=handover.reason)
             return handover.link
         except ConnectError as exc:
@@ -308,6 +313,11 @@ class ConnectionActor:
                 self.backoff.reset()
             with contextlib.suppress(Exception):
                 await transport.close()
+            # A successor that was ready when this session ended some other way.
+            orphan, self._successor = self._successor, None
+            if orphan is not None:
+                with contextlib.suppress(Exception):
+                    await orphan.transport.close()
 
     async def _disconnected(self, detail: str) -> None:
         await self._status(StatusEvent.DISCONNECTED, detail)
@@ -363,6 +373,10 @@ class ConnectionActor:
         tap = self.frame_tap
         while True:
             frames = await transport.recv_batch(self.batch_size)
+            if self._successor is not None:
+                # Ready to hand over: take no new batch (the successor carries these frames
+                # too), so that the handover never cuts a publish short.
+                raise _Handover(self._successor)
             saw_data = False
             for frame in frames:
                 data = frame.data
@@ -394,9 +408,17 @@ class ConnectionActor:
             if last.ts is not None:
                 # one latency sample per batch keeps the cost off the per-record path
                 self.latency.observe((last.recv_ts - last.ts) / 1e9)
+            # Counted so that a handover waits for it: cancelled half-way (waiting on a full
+            # block subscriber, the normal state under backpressure) the rest of the batch
+            # would be lost. Ids are noted once published, so a batch that began before the
+            # warm-up is deduplicated against the successor's copies too.
+            self._publishing += 1
+            try:
+                await self.bus.publish_many(records)
+            finally:
+                self._publishing -= 1
             if self._published_ids is not None:
                 self._published_ids.update(_event_ids(records))
-            await self.bus.publish_many(records)
         actions = out.actions[:] if out.actions else None
         out.clear()
         if actions:
@@ -525,15 +547,23 @@ class ConnectionActor:
                         except Exception as exc:
                             self._decode_error(frame.data, exc, out)
                     await self._absorb(link, out)
+            # Ready. From here the actor owns the successor (and closes it if this session
+            # ends otherwise); the reader stops taking batches. Wait for the publishes in
+            # progress: cancelling one half-way would lose the rest of its records.
+            self._successor = link
+            # A short poll, once per handover, keeps an Event.set() off the per-batch path.
+            while self._publishing:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
         except (TransportError, TimeoutError, _WarmupAborted) as exc:
             self._published_ids = None
             with contextlib.suppress(Exception):
                 await transport.close()
             raise _PlannedReconnect(f"{reason}; the successor was not ready: {exc!r}") from None
         except BaseException:
-            self._published_ids = None
-            with contextlib.suppress(Exception):
-                await transport.close()
+            if self._successor is not link:
+                self._published_ids = None
+                with contextlib.suppress(Exception):
+                    await transport.close()
             raise
         raise _Handover(link)
 
