@@ -75,3 +75,43 @@ async def test_compressed_file_appends_across_runs(tmp_path: Path) -> None:
     sink = await run_sink(cfg, [list(second)])
     assert sink.writer.files == [tmp_path / "a.jsonl.zst"]
     assert read_all(sink.writer.files) == [*first, *second]
+
+
+async def test_a_sink_that_cannot_write_fails_instead_of_swallowing_records(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A write error (disk full, permissions) must surface to the supervisor, not be held
+    silently by the periodic flusher while the sink keeps taking records."""
+    import asyncio as _asyncio
+
+    from streamkit.channel import Bus
+    from streamkit.config import JsonlSinkConfig
+    from streamkit.sinks.jsonl import JsonlSink
+
+    sink = JsonlSink("broken", JsonlSinkConfig(path=str(tmp_path / "x.jsonl"), flush_interval=0.05))
+
+    def failing_write(data: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    sink.writer.write = failing_write  # type: ignore[method-assign]
+    bus = Bus()
+    sub = bus.subscribe(maxsize=100)
+    task = _asyncio.create_task(sink.run(sub))
+    from decimal import Decimal
+
+    from streamkit.model import Trade
+
+    await bus.publish(
+        Trade(
+            exchange="x",
+            symbol="A-B",
+            ts=None,
+            recv_ts=1,
+            price=Decimal(1),
+            size=Decimal(1),
+            side="buy",
+            id="1",
+        )
+    )
+    import pytest as _pytest
+
+    with _pytest.raises(OSError, match="No space left"):
+        await _asyncio.wait_for(task, 2)

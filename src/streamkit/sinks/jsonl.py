@@ -6,14 +6,17 @@ With ``rotate_bytes``/``rotate_interval`` it writes a sequence of files, with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
+
+import structlog
 
 from streamkit.channel import Subscription
 from streamkit.config import JsonlSinkConfig
 from streamkit.model import Record, encode_json_lines
 from streamkit.sinks.base import Sink
 from streamkit.sinks.files import RotatingWriter
+
+log = structlog.get_logger(__name__)
 
 FLUSH_BYTES = 256 * 1024
 
@@ -37,23 +40,37 @@ class JsonlSink(Sink):
         self._pending: list[Record] = []
 
     async def run(self, subscription: Subscription) -> None:
+        """Raises the first write error (disk full, permissions) so that the supervisor
+        restarts the sink and, if it keeps failing, escalates: a sink must never keep
+        taking records it cannot write."""
         fh = self.writer
-        flusher = asyncio.create_task(self._flush_periodically(fh))
         try:
-            async for record in subscription:
-                self._pending.append(record)
-                self.written += 1
-                if len(self._pending) >= 512:
-                    self._encode()
-                    if len(self._buffer) >= FLUSH_BYTES:
-                        self._flush(fh)
+            async with asyncio.TaskGroup() as tasks:
+                flusher = tasks.create_task(self._flush_periodically(fh))
+                await self._consume(subscription, fh)
+                flusher.cancel()
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            self._encode()
-            self._flush(fh)
+            try:
+                self._encode()
+                self._flush(fh)
+            except OSError as exc:
+                log.error(
+                    "jsonl sink could not write its last records",
+                    path=str(self.path),
+                    error=str(exc),
+                )
             fh.close()
+
+    async def _consume(self, subscription: Subscription, fh: RotatingWriter) -> None:
+        async for record in subscription:
+            self._pending.append(record)
+            self.written += 1
+            if len(self._pending) >= 512:
+                self._encode()
+                if len(self._buffer) >= FLUSH_BYTES:
+                    self._flush(fh)
 
     def _encode(self) -> None:
         if self._pending:
