@@ -253,17 +253,23 @@ class Feed(abc.ABC):
         ]
 
     def plan(self) -> list[ConnectionPlan]:
-        """Shard the streams over as few connections as the limits allow, evenly, never
-        splitting one symbol's channels across connections when they fit on one."""
+        """Shard the streams over connections, evenly, never splitting one symbol's channels
+        across connections when they fit on one (that may take one more connection than the
+        bare stream count would), and otherwise over as few connections as the limit allows."""
         streams = self.streams()
+        if not streams:
+            return []
         per_conn = self.limits.max_streams_per_connection
-        n = max(1, math.ceil(len(streams) / per_conn))
         per_symbol = len(self.config.channels)
-        size = math.ceil(len(streams) / n)
         if per_symbol <= per_conn:
-            # round the shard size up to whole symbols where that still fits the limit
-            whole = math.ceil(size / per_symbol) * per_symbol
-            size = whole if whole <= per_conn else size
+            # Shard by whole symbols (streams() is symbol-major). Rounding a stream-count
+            # shard up to whole symbols could exceed the limit, and then split symbols.
+            symbols = math.ceil(len(streams) / per_symbol)
+            n = math.ceil(symbols / (per_conn // per_symbol))
+            size = math.ceil(symbols / n) * per_symbol
+        else:
+            n = math.ceil(len(streams) / per_conn)
+            size = math.ceil(len(streams) / n)
         return [
             ConnectionPlan(i, tuple(streams[start : start + size]))
             for i, start in enumerate(range(0, len(streams), size))
