@@ -529,3 +529,38 @@ async def test_handover_falls_back_to_reconnect_when_successor_is_not_ready() ->
         await asyncio.gather(task, return_exceptions=True)
     [gone] = [r for r in seen if isinstance(r, Status) and r.event is StatusEvent.DISCONNECTED]
     assert "planned reconnect" in gone.detail and "not ready" in gone.detail
+
+
+async def test_connected_status_never_shows_url_credentials() -> None:
+    exchange = MemoryExchange()
+    bus = Bus()
+    sub = bus.subscribe(maxsize=100)
+    cfg = FeedConfig(
+        exchange="tiny",
+        symbols=["BTC-USD"],
+        channels=["trades"],
+        url="wss://user:hunter2@tiny.invalid/ws?listenKey=s3cret",
+    )
+    feed = TinyFeed(cfg)
+    [plan] = feed.plan()
+
+    async def fetch(url: str) -> tuple[int, bytes]:
+        return 200, b""
+
+    actor = ConnectionActor(
+        feed,
+        plan,
+        bus,
+        transport_factory=exchange.transport_factory,
+        http_fetch=fetch,
+        connect_limiter=ConnectLimiter(100, 1.0),
+    )
+    task = asyncio.create_task(actor.run())
+    try:
+        [connected] = await until(sub, StatusEvent.CONNECTED)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(connected, Status)
+    assert connected.detail == "wss://tiny.invalid/ws"
+    assert "s3cret" not in connected.detail and "hunter2" not in connected.detail

@@ -45,6 +45,7 @@ from streamkit.model import Book, Liquidation, Record, Status, StatusEvent, Trad
 from streamkit.pacing import Backoff, ConnectLimiter, Pacer
 from streamkit.stats import Histogram
 from streamkit.transport.base import Transport
+from streamkit.transport.curl_common import redact
 from streamkit.transport.options import TransportOptions
 
 log = structlog.get_logger(__name__)
@@ -267,7 +268,8 @@ class ConnectionActor:
                     raise ConnectError(
                         f"connect timed out after {self.config.connect_timeout}s"
                     ) from None
-                await self._status(StatusEvent.CONNECTED, protocol.url())
+                # redacted: a venue URL's query or userinfo may carry a key or listen token
+                await self._status(StatusEvent.CONNECTED, redact(protocol.url()))
             else:
                 await self._take_over(carry)
             connected_at = time.monotonic()
@@ -611,7 +613,7 @@ class ConnectionActor:
         self._published_ids = None
         fresh = [r for r in link.buffer if _event_id(r) not in published]
         await self._status(
-            StatusEvent.CONNECTED, f"{link.protocol.url()} (took over: {link.reason})"
+            StatusEvent.CONNECTED, f"{redact(link.protocol.url())} (took over: {link.reason})"
         )
         if fresh:
             self.counters.records += len(fresh)
