@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import pytest
 from test_actor import TinyFeed
 
 from streamkit.config import FeedConfig
@@ -34,3 +35,21 @@ def test_plan_never_splits_a_symbols_channels_when_they_fit_on_one_connection() 
     assert sorted(s.name for p in plans for s in p.streams) == sorted(
         ThreeChannelFeed(cfg).stream_name(c, s) for s in cfg.symbols for c in cfg.channels
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_streams_per_connection": 0},  # plan(): range() step 0
+        {"max_streams_per_message": 0},
+        {"max_messages_per_second": 0},  # Pacer: ZeroDivisionError on every connect
+        {"max_connects": 0},  # ConnectLimiter: IndexError, every connect
+        {"connect_window": -1},
+        {"max_connection_age": 0},
+    ],
+)
+def test_impossible_limits_are_refused_where_the_plugin_declares_them(
+    kwargs: dict[str, float],
+) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        Limits(**kwargs)  # type: ignore[arg-type]

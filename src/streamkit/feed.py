@@ -51,6 +51,21 @@ class Limits:
     connect_window: float = 300.0
     max_connection_age: float | None = None
 
+    def __post_init__(self) -> None:
+        # Refused here, where the plugin declares them: at run time a zero rate or count
+        # divides by zero or spins in Pacer, ConnectLimiter and plan() on every connect.
+        for name in (
+            "max_streams_per_connection",
+            "max_streams_per_message",
+            "max_messages_per_second",
+            "max_connects",
+            "connect_window",
+            "max_connection_age",
+        ):
+            value = getattr(self, name)
+            if value is not None and not value > 0:  # `not >` also refuses NaN
+                raise ValueError(f"Limits.{name} must be > 0, got {value!r}")
+
 
 @dataclass(frozen=True)
 class Heartbeat:
