@@ -104,6 +104,7 @@ class Report:
     fds: tuple[int, int] = (0, 0)
     tasks: tuple[int, int] = (0, 0)
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def rss_mib() -> float:
@@ -332,10 +333,14 @@ feeds:
         if r.faults.get("gap", 0) and not r.statuses.get("gap", 0):
             f.append("gaps injected but no gap status reported")
         base, final = r.baseline, r.final
+        # Resource growth: failures on a real soak; with --resources-advisory (CI's one-minute
+        # run, where two 10-second windows on a shared 2-core box are mostly noise) they are
+        # printed as warnings while every correctness check above still fails the run.
+        grew = r.warnings if self.args.resources_advisory else f
         if final.rss_mib > max(base.rss_mib * 1.10, base.rss_mib + 2.0):
-            f.append(f"RSS grew {base.rss_mib:.1f} -> {final.rss_mib:.1f} MiB")
+            grew.append(f"RSS grew {base.rss_mib:.1f} -> {final.rss_mib:.1f} MiB")
         if final.cpu_us_per_message > base.cpu_us_per_message * 1.10:
-            f.append(
+            grew.append(
                 f"CPU per message grew {base.cpu_us_per_message:.1f} -> "
                 f"{final.cpu_us_per_message:.1f} us"
             )
@@ -367,6 +372,7 @@ def print_report(r: Report) -> None:
         "  result            " + ("OK" if not r.failures else "FAILED"),
     ]
     lines += [f"    - {failure}" for failure in r.failures]
+    lines += [f"    warning: {warning}" for warning in r.warnings]
     print("\n".join(lines), flush=True)
 
 
@@ -378,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stale-after", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", type=Path, help="write the report as JSON")
+    parser.add_argument(
+        "--resources-advisory",
+        action="store_true",
+        help="report RSS/CPU growth as warnings instead of failures (short CI runs)",
+    )
     args = parser.parse_args(argv)
     if args.minutes * 60 < 30:
         parser.error("--minutes must be at least 0.5")
