@@ -9,6 +9,7 @@ both loops, uvloop only makes the loop itself cheaper (fewer µs per wake-up). S
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import os
 from collections.abc import Callable, Coroutine
@@ -54,8 +55,23 @@ def loop_factory(prefer: str | None = None) -> Callable[[], asyncio.AbstractEven
     return asyncio.new_event_loop
 
 
-def run(main: Coroutine[Any, Any, T], *, loop: str | None = None, debug: bool = False) -> T:
+def run(
+    main: Coroutine[Any, Any, T],
+    *,
+    loop: str | None = None,
+    debug: bool = False,
+    freeze_gc: bool = True,
+) -> T:
     """Run ``main`` to completion on a fresh event loop (uvloop when available, see
-    :func:`loop_name`) and close the loop; like :func:`asyncio.run` otherwise."""
+    :func:`loop_name`) and close the loop; like :func:`asyncio.run` otherwise.
+
+    ``freeze_gc`` (default) moves every object that exists before the loop starts (modules,
+    classes, plugins, config: tens of thousands of them) to the garbage collector's permanent
+    generation, so the full collections that a long-running stream eventually triggers do
+    not traverse them again and again (measured: such a collection took ~19 ms, a latency
+    spike for every message queued behind it)."""
+    if freeze_gc:
+        gc.collect()
+        gc.freeze()
     with asyncio.Runner(debug=debug, loop_factory=loop_factory(loop)) as runner:
         return runner.run(main)
