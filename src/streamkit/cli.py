@@ -1,7 +1,8 @@
 """The ``streamkit`` command.
 
 Exit codes: 0 success (including a clean SIGINT/SIGTERM shutdown), 1 invalid config or
-input, 2 command-line usage error, 3 a supervisor gave up (restart intensity exceeded).
+input, or a config that cannot start (e.g. a port in use), 2 command-line usage error, 3 a
+supervisor gave up (restart intensity exceeded).
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:
+        # What reaches here failed to start (a simulator or metrics port already taken, an
+        # unreadable file): the environment, not a bug, so one line and no traceback.
+        print(f"error: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:
