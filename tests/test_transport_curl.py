@@ -597,7 +597,7 @@ async def test_tls_verify_and_ca_file(self_signed: tuple[Path, Path]) -> None:
     try:
         url = srv.url("/echo", scheme="wss")
         # default: certifi's bundle, which does not know our certificate
-        with pytest.raises(ConnectError, match="connect failed"):
+        with pytest.raises(ConnectError, match="TLS certificate verification failed"):
             await connected(url)
         for kwargs in ({"ca_file": str(cert)}, {"verify": False}):
             t = await connected(url, **kwargs)
