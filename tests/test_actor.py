@@ -564,3 +564,30 @@ async def test_connected_status_never_shows_url_credentials() -> None:
     assert isinstance(connected, Status)
     assert connected.detail == "wss://tiny.invalid/ws"
     assert "s3cret" not in connected.detail and "hunter2" not in connected.detail
+
+
+async def test_planned_reconnect_after_a_healthy_session_skips_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import streamkit.actor as actor_module
+
+    monkeypatch.setattr(actor_module, "MIN_HEALTHY_SESSION", 0.0)
+    exchange = MemoryExchange()
+    bus = Bus()
+    sub = bus.subscribe(maxsize=100)
+    actor = make_actor(exchange, bus, symbols=("BTC-USD",))
+    # a long backoff that a planned reconnect must not wait for
+    actor.backoff = actor_module.Backoff(BackoffOptions(initial=5.0, max=5.0))
+    task = asyncio.create_task(actor.run())
+    try:
+        peer = await exchange.next_connection()
+        await ack_all(peer, requests=1)
+        await until(sub, StatusEvent.SUBSCRIBED)
+        await peer.send_text('{"kind":"bye"}')
+        seen = await until(sub, StatusEvent.RECONNECTING)
+        await exchange.next_connection(within=1.0)  # well before any 5 s backoff
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert seen[-1].detail == "reconnecting in 0.00s"  # type: ignore[attr-defined]
+    assert actor.backoff.attempt == 0

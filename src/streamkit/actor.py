@@ -139,7 +139,9 @@ class _SubscribeTimeout(Exception):
 
 
 class _PlannedReconnect(Exception):
-    pass
+    def __init__(self, reason: str, *, immediate: bool = True) -> None:
+        super().__init__(reason)
+        self.immediate = immediate
 
 
 class _WarmupAborted(Exception):
@@ -238,9 +240,10 @@ class ConnectionActor:
                 carry, retry_after = None, outcome
                 self.state = ActorState.BACKING_OFF
                 self.counters.reconnects += 1
-                delay = self.backoff.next_delay()
-                if retry_after is not None:
-                    delay = max(delay, retry_after)
+                if retry_after == 0.0:
+                    delay = 0.0  # planned (lifetime, server shutdown): no backoff
+                else:
+                    delay = max(self.backoff.next_delay(), retry_after or 0.0)
                 await self._status(StatusEvent.RECONNECTING, f"reconnecting in {delay:.2f}s")
                 await asyncio.sleep(delay)
         finally:
@@ -294,7 +297,7 @@ class ConnectionActor:
             # Reconnect at once after a healthy session (lifetime limit, server shutdown);
             # a connection that asks to reconnect right after connecting backs off normally,
             # so a book that never verifies cannot turn into a reconnect loop.
-            return 0.0 if lived >= MIN_HEALTHY_SESSION else None
+            return 0.0 if exc.immediate and lived >= MIN_HEALTHY_SESSION else None
         except (_Stale, _PongTimeout, _SubscribeTimeout, TransportError) as exc:
             detail = _describe(exc)
             if isinstance(exc, ConnectionClosed) and exc.code == 1013:
@@ -433,7 +436,7 @@ class ConnectionActor:
         elif isinstance(action, Send):
             await transport.send(action.payload)
         elif isinstance(action, Reconnect):
-            raise _PlannedReconnect(action.reason)
+            raise _PlannedReconnect(action.reason, immediate=action.immediate)
         elif isinstance(action, ResyncBook):
             for follow_up in protocol.resync(action.symbol, action.reason):
                 await self._perform(transport, protocol, follow_up)

@@ -92,6 +92,7 @@ class App:
         # with the same verify/ca_file/proxy as its WebSocket, not with library defaults.
         self.http_clients: dict[tuple[object, ...], HttpClient] = {}
         self._limiters: dict[str, ConnectLimiter] = {}
+        self._cutoff_tasks: set[asyncio.Task[None]] = set()
         self._feeds_sup: Supervisor | None = None
         self._sinks_sup: Supervisor | None = None
         self._feeds_task: asyncio.Task[None] | None = None
@@ -235,6 +236,8 @@ class App:
         if self._feeds_sup is not None:
             await self._feeds_sup.stop()
         await _finish(self._feeds_task)
+        if self._cutoff_tasks:
+            await asyncio.wait(self._cutoff_tasks, timeout=1.0)
         self.bus.close()
         if self._sinks_task is not None:
             try:
@@ -342,6 +345,10 @@ class App:
         first = [subscribe_sink(self.bus, sink.name, cfg)]
 
         async def run_sink() -> None:
+            if not first and self.bus.closed:
+                # Failed after shutdown began: there is nothing left to drain, and a restart
+                # would only fail to subscribe and count toward the restart intensity.
+                return
             subscription = first.pop() if first else subscribe_sink(self.bus, sink.name, cfg)
             try:
                 await sink.run(subscription)
@@ -369,6 +376,9 @@ class App:
             detail=f"subscriber {subscription.name!r} cut off: {subscription.reason}",
         )
         task = asyncio.get_running_loop().create_task(self.bus.publish(record))
+        # Kept until done, and awaited before the bus closes, so the record is not lost.
+        self._cutoff_tasks.add(task)
+        task.add_done_callback(self._cutoff_tasks.discard)
         task.add_done_callback(_ignore_result)
 
     def _warn_insecure(self) -> None:

@@ -135,7 +135,12 @@ class Send:
 
 @dataclass(frozen=True)
 class Reconnect:
-    """Drop this connection and reconnect (e.g. the server announced a shutdown)."""
+    """Drop this connection and reconnect (e.g. the server announced a shutdown).
+
+    ``immediate``: reconnect without backoff, when the connection had been healthy for a
+    while (one that asks to reconnect right after connecting always backs off, so a
+    misbehaving venue cannot cause a reconnect loop); False: the usual backoff.
+    """
 
     reason: str
     immediate: bool = True
