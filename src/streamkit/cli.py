@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from streamkit import plugins
+from streamkit import plugins, runtime
 from streamkit.config import AppConfig, load_config
 from streamkit.errors import ConfigError, EscalationError, PluginError
 from streamkit.logs import configure_logging
@@ -190,7 +190,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     app = App(config)
     try:
-        asyncio.run(_run_app(app, args.duration, live))
+        runtime.run(_run_app(app, args.duration, live))
     except EscalationError as exc:
         structlog.get_logger("streamkit").error("giving up", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
@@ -229,7 +229,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, app.request_stop)  # type: ignore[attr-defined]
 
-    recorder = asyncio.run(
+    recorder = runtime.run(
         record(
             config,
             args.dir,
@@ -252,7 +252,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     sinks: list[SinkConfig] = [ConsoleSinkConfig()]
     if args.config:
         sinks = list(load_config(args.config).sinks) or sinks
-    result = asyncio.run(run_replay(args.files, sinks, speed=None if args.max else args.speed))
+    result = runtime.run(run_replay(args.files, sinks, speed=None if args.max else args.speed))
     print(f"replayed {result['records']} records", file=sys.stderr)
     return EXIT_OK
 
@@ -280,7 +280,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    asyncio.run(serve())
+    runtime.run(serve())
     return EXIT_OK
 
 
