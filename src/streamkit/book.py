@@ -10,11 +10,10 @@ on any failure reports ``gap``/``checksum_mismatch`` + ``resync`` and asks for a
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from bisect import bisect_left, insort
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
-from itertools import islice
-
-from sortedcontainers import SortedDict
+from typing import Any
 
 from streamkit.feed import Output, ResyncBook
 from streamkit.model import Book, PriceLevel, Status, StatusEvent
@@ -22,33 +21,94 @@ from streamkit.model import Book, PriceLevel, Status, StatusEvent
 _ZERO = Decimal(0)
 
 
-def _descending(price: Decimal) -> Decimal:
-    return -price
+class PriceLevels(dict[Decimal, Decimal]):
+    """One side of a book: ``{price: size}`` (a dict: lookups and equality as usual) that
+    also keeps its prices in ascending order in :attr:`prices`, and iterates best level
+    first (bids high to low, asks low to high).
+
+    Every way of changing it (item assignment, ``del``, ``pop``, ``update``, ...) keeps
+    ``prices`` in step, so plugins may edit a side directly.
+    """
+
+    __slots__ = ("descending", "prices")
+
+    def __init__(self, levels: Iterable[PriceLevel] = (), *, descending: bool = False) -> None:
+        super().__init__(levels)
+        self.descending = descending
+        self.prices: list[Decimal] = sorted(dict.keys(self))
+
+    def __iter__(self) -> Iterator[Decimal]:
+        return reversed(self.prices) if self.descending else iter(self.prices)
+
+    def keys(self) -> list[Decimal]:  # type: ignore[override]
+        return list(self)
+
+    def values(self) -> list[Decimal]:  # type: ignore[override]
+        return [dict.__getitem__(self, p) for p in self]
+
+    def items(self) -> list[PriceLevel]:  # type: ignore[override]
+        return [(p, dict.__getitem__(self, p)) for p in self]
+
+    def __setitem__(self, price: Decimal, size: Decimal) -> None:
+        if price not in self:
+            insort(self.prices, price)
+        dict.__setitem__(self, price, size)
+
+    def __delitem__(self, price: Decimal) -> None:
+        dict.__delitem__(self, price)
+        del self.prices[bisect_left(self.prices, price)]
+
+    def pop(self, price: Decimal, *default: Decimal | None) -> Decimal | None:  # type: ignore[override]
+        if price in self:
+            size = dict.pop(self, price)
+            del self.prices[bisect_left(self.prices, price)]
+            return size
+        if default:
+            return default[0]
+        raise KeyError(price)
+
+    def popitem(self) -> tuple[Decimal, Decimal]:
+        price, size = dict.popitem(self)
+        del self.prices[bisect_left(self.prices, price)]
+        return price, size
+
+    def setdefault(self, price: Decimal, size: Decimal) -> Decimal:
+        if price not in self:
+            self[price] = size
+        return dict.__getitem__(self, price)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for price, size in dict(*args, **kwargs).items():
+            self[price] = size
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self.prices.clear()
 
 
 class OrderBook:
-    """Bids and asks as sorted ``{price: size}`` mappings, best level first: ``bids`` high
-    to low, ``asks`` low to high (``sortedcontainers.SortedDict``, a dict subclass).
+    """Bids and asks as :class:`PriceLevels` (``{price: size}`` plus the prices in order).
 
-    Keeping the sides sorted makes the best level, the crossed-book check and the top-N a
-    checksum needs O(1) / O(N) instead of a scan of the whole book on every update; changing
-    an existing level's size stays a plain dict assignment. Not thread-safe; owned by one
-    connection's protocol object.
+    Keeping the prices sorted makes the best level and the crossed-book check O(1) and the
+    top-N a checksum needs O(N), instead of a scan of the whole book on every update; a level
+    that changes size is a plain dict assignment, and one that appears or disappears is a
+    C-level ``bisect`` insert or delete. Not thread-safe; owned by one connection's protocol
+    object.
     """
 
     __slots__ = ("asks", "bids", "seq")
 
     def __init__(self) -> None:
-        self.bids: SortedDict[Decimal, Decimal] = SortedDict(_descending)
-        self.asks: SortedDict[Decimal, Decimal] = SortedDict()
+        self.bids = PriceLevels(descending=True)
+        self.asks = PriceLevels()
         self.seq: int | None = None
 
     def apply_snapshot(
         self, bids: Iterable[PriceLevel], asks: Iterable[PriceLevel], seq: int | None = None
     ) -> None:
         """Replace the whole book. Zero-size levels in a snapshot are ignored."""
-        self.bids = SortedDict(_descending, ((p, s) for p, s in bids if s != _ZERO))
-        self.asks = SortedDict((p, s) for p, s in asks if s != _ZERO)
+        self.bids = PriceLevels(((p, s) for p, s in bids if s), descending=True)
+        self.asks = PriceLevels((p, s) for p, s in asks if s)
         self.seq = seq
 
     def apply_delta(
@@ -62,41 +122,46 @@ class OrderBook:
             self.seq = seq
 
     def best_bid(self) -> PriceLevel | None:
-        return self.bids.peekitem(0) if self.bids else None
+        prices = self.bids.prices
+        return (prices[-1], dict.__getitem__(self.bids, prices[-1])) if prices else None
 
     def best_ask(self) -> PriceLevel | None:
-        return self.asks.peekitem(0) if self.asks else None
+        prices = self.asks.prices
+        return (prices[0], dict.__getitem__(self.asks, prices[0])) if prices else None
 
     def is_crossed(self) -> bool:
         """True when the best bid is at or above the best ask: a state no venue publishes, so a
         local book in that state has missed or misapplied an update."""
-        if not self.bids or not self.asks:
-            return False
-        return bool(self.bids.peekitem(0)[0] >= self.asks.peekitem(0)[0])
+        bids, asks = self.bids.prices, self.asks.prices
+        return bool(bids and asks and bids[-1] >= asks[0])
 
     def top(self, depth: int) -> tuple[list[PriceLevel], list[PriceLevel]]:
         """The best ``depth`` levels: bids high to low, asks low to high."""
-        return list(islice(self.bids.items(), depth)), list(islice(self.asks.items(), depth))
+        bids, asks = self.bids, self.asks
+        bid_prices = bids.prices[: -depth - 1 : -1] if depth > 0 else []
+        return (
+            [(p, dict.__getitem__(bids, p)) for p in bid_prices],
+            [(p, dict.__getitem__(asks, p)) for p in asks.prices[:depth]],
+        )
 
     def __len__(self) -> int:
         return len(self.bids) + len(self.asks)
 
 
-def _apply(side: SortedDict[Decimal, Decimal], levels: Iterable[PriceLevel]) -> None:
-    # The hot path of every book update. SortedDict's own __setitem__/pop cost ~1.5 us each
-    # in Python; a level whose price is already present only needs the dict assignment, and
-    # the sorted key list changes only on inserts and deletes, so those two operations are
-    # done directly (sortedcontainers' documented internals: _list_add / _list_remove).
-    list_add, list_remove = side._list_add, side._list_remove
-    set_level, del_level = dict.__setitem__, dict.__delitem__
+def _apply(side: PriceLevels, levels: Iterable[PriceLevel]) -> None:
+    # The hot path of every book update: plain dict operations (the overrides above cost a
+    # Python call each), and the sorted price list touched only when a level appears or
+    # disappears, with C-level bisect. A Decimal's truth value is "non-zero".
+    prices = side.prices
+    set_level, pop_level = dict.__setitem__, dict.pop
     for price, size in levels:
         if size:
-            if price not in side:
-                list_add(price)
+            before = len(side)
             set_level(side, price, size)
-        elif price in side:
-            list_remove(price)
-            del_level(side, price)
+            if len(side) != before:
+                insort(prices, price)
+        elif pop_level(side, price, None) is not None:
+            del prices[bisect_left(prices, price)]
 
 
 ChecksumFn = Callable[[OrderBook], int]
