@@ -134,3 +134,13 @@ def test_demo_config_is_valid() -> None:
     config = load_config(Path(__file__).parent.parent / "examples" / "demo.yaml")
     assert config.simulator is not None
     assert config.feeds[0].url == "simulator"
+
+
+def test_readme_config_example_is_valid() -> None:
+    """The README's annotated config must stay a config that loads."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("## Configuration") :]
+    start = section.index("```yaml") + len("```yaml")
+    config = parse_config(section[start : section.index("```", start)])
+    assert [s.__struct_config__.tag for s in config.sinks] == ["jsonl", "console", "nats", "redis"]
+    assert config.metrics is not None and config.simulators
