@@ -16,12 +16,12 @@ from streamkit.errors import (
 )
 from streamkit.transport.base import Frame, Transport, TransportState
 from streamkit.transport.curl import CurlTransport
-from streamkit.transport.libcurl import LibcurlTransport
 from streamkit.transport.factory import (
     make_transport,
     register_memory_exchange,
     unregister_memory_exchange,
 )
+from streamkit.transport.libcurl import LibcurlTransport
 from streamkit.transport.memory import MemoryExchange, MemoryPeer, MemoryTransport
 from streamkit.transport.options import TransportOptions
 
