@@ -533,6 +533,21 @@ def percentiles(lat: list[int]) -> dict[str, float]:
     return {"p50_us": at(0.50), "p99_us": at(0.99), "p999_us": at(0.999)}
 
 
+# Quantiles of the latency CDF kept in the results (bench/plot.py draws the curves from them):
+# every percentile, then the tail in finer steps up to the maximum. About 110 points per row
+# instead of every sample keeps the results JSON small.
+CDF_QUANTILES = [i / 100 for i in range(100)] + [0.995, 0.999, 0.9995, 0.9999, 1.0]
+
+
+def latency_cdf(lat: list[int]) -> list[list[float]]:
+    """``[[latency_us, quantile], ...]`` over ``CDF_QUANTILES``; sorts ``lat`` in place."""
+    if not lat:
+        return []
+    lat.sort()  # already sorted by percentiles(): timsort makes this one linear pass
+    n = len(lat)
+    return [[float(lat[min(n - 1, int(q * n))]), q] for q in CDF_QUANTILES]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--client", required=True)
@@ -577,6 +592,7 @@ def main() -> None:
         "cpu_pct": 100 * (rec.cpu1 - rec.cpu0) / wall if wall > 0 else 0.0,
         "rss_mb": rss,
         **percentiles(lat),
+        "latency_cdf": latency_cdf(lat),
         "ok": not problems,
         "problems": problems[:10],
         **extra,

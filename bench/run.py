@@ -108,6 +108,53 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
     }
 
 
+def machine(loop: str) -> dict[str, Any]:
+    """Facts about the machine and software of this run (bench/plot.py prints them)."""
+    import platform
+
+    try:
+        from curl_cffi._wrapper import ffi, lib
+
+        libcurl = ffi.string(lib.curl_version()).decode()
+    except Exception as exc:  # the results are still useful without the version
+        libcurl = f"unknown ({exc.__class__.__name__})"
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "commit": source_commit(),
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model or platform.processor(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "libcurl": libcurl,
+        "loop": loop,
+    }
+
+
+def source_commit() -> str:
+    """The commit of the code measured, ``+dirty`` when src/ or plugins/ have local changes."""
+    root = HERE.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--", "src", "plugins")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if commit and dirty else "")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -343,7 +390,17 @@ def main() -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    doc = {"when": stamp, "quick": args.quick, "loop": args.loop, "rows": rows, "targets": checks}
+    doc = {
+        "when": stamp,
+        "quick": args.quick,
+        "loop": args.loop,
+        "machine": machine(args.loop),
+        "scenarios": {
+            name: {k: v for k, v in sc.items() if k != "clients"} for name, sc in all_sc.items()
+        },
+        "rows": rows,
+        "targets": checks,
+    }
     for path in (args.out / f"{stamp}.json", args.out / "latest.json"):
         path.write_text(json.dumps(doc, indent=1))
     print(f"results: {args.out / (stamp + '.json')}")
