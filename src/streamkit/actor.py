@@ -44,7 +44,7 @@ from streamkit.feed import (
 from streamkit.model import Book, Liquidation, Record, Status, StatusEvent, Trade
 from streamkit.pacing import Backoff, ConnectLimiter, Pacer
 from streamkit.stats import Histogram
-from streamkit.transport.base import Transport
+from streamkit.transport.base import Frame, PushTransport, Transport
 from streamkit.transport.curl_common import redact
 from streamkit.transport.options import TransportOptions
 
@@ -220,6 +220,13 @@ class ConnectionActor:
         """Publishes of the current session in progress (a handover waits for them)."""
         self._successor: _Link | None = None
         """A ready successor waiting to take over; owned by the actor from then on."""
+        self._push: tuple[PushTransport, FeedProtocol, Output] | None = None
+        """Push mode: the session's transport, protocol and Output (see _read_pushed)."""
+        self._push_wake: asyncio.Future[None] | None = None
+        """Push mode: set while the reader task is idle; the receiver wakes it."""
+        self._push_error: Exception | None = None
+        """Push mode: an error the receiver met, raised by the reader task."""
+        self._in_receiver = False
         self.frame_tap: FrameTap | None = None
         """Called with ``(connection name, frame bytes, recv_ts ns)`` for every frame read,
         before decoding (the recorder uses it). Read once per session: set it before the
@@ -377,60 +384,140 @@ class ConnectionActor:
         ``recv_ts`` is read once per batch, when the batch is taken from the transport:
         every frame in it had arrived by then (a batch is what the transport read without
         waiting), so the stamp is an upper bound on each frame's arrival that costs one clock
-        read per batch instead of one per frame. Batches of records only (the common case)
-        are published here without going through :meth:`_dispatch`."""
+        read per batch instead of one per frame.
+
+        A :class:`~streamkit.transport.base.PushTransport` (the default libcurl transport) is
+        read in push mode (:meth:`_read_pushed`): batches are decoded and published from the
+        transport's reader callback, without waking this task, whenever that can finish
+        without waiting."""
+        if isinstance(transport, PushTransport):
+            await self._read_pushed(transport, protocol)
+            return
         out = Output()
         records = out.records
-        counters = self.counters
-        on_message = protocol.on_message
-        tap = self.frame_tap
-        bus = self.bus
-        by_type = self.records_by_type
-        latency = self.latency
-        time_ns = time.time_ns
         while True:
             frames = await transport.recv_batch(self.batch_size)
             if self._successor is not None:
                 # Ready to hand over: take no new batch (the successor carries these frames
                 # too), so that the handover never cuts a publish short.
                 raise _Handover(self._successor)
-            recv_ts = time_ns()
-            saw_data = False
-            nbytes = 0
-            for frame in frames:
-                data = frame[0]
-                nbytes += len(data)
-                if tap is not None:
-                    tap(self.name, data, recv_ts)
-                try:
-                    if on_message(data, recv_ts, out):
-                        saw_data = True
-                except Exception as exc:
-                    self._decode_error(data, exc, out)
-            counters.messages += len(frames)
-            counters.bytes += nbytes
-            if saw_data:
-                counters.last_data_ns = time.monotonic_ns()
+            self._decode_batch(frames, protocol, out)
             if out.actions or out.acks or out.rejects or out.pong or not records:
                 await self._dispatch(transport, protocol, out)
                 continue
             # Records only: what _dispatch does for them, inlined (this runs per batch).
-            counters.records += len(records)
-            if len(records) == 1:
-                by_type[type(records[0])] += 1
-            else:
-                by_type.update(map(type, records))
-            last = records[-1]
-            if last.ts is not None:
-                latency.observe((last.recv_ts - last.ts) / 1e9)
+            self._account(records)
             self._publishing += 1
             try:
-                await bus.publish_many(records)
+                await self.bus.publish_many(records)
             finally:
                 self._publishing -= 1
             if self._published_ids is not None:
                 self._published_ids.update(_event_ids(records))
             records.clear()
+
+    def _decode_batch(self, frames: list[Frame], protocol: FeedProtocol, out: Output) -> None:
+        """Decode one batch into ``out`` (counting frames and bytes, feeding the frame tap,
+        turning decode failures into ``decode_error`` status records)."""
+        recv_ts = time.time_ns()
+        counters = self.counters
+        on_message = protocol.on_message
+        tap = self.frame_tap
+        saw_data = False
+        nbytes = 0
+        for frame in frames:
+            data = frame[0]
+            nbytes += len(data)
+            if tap is not None:
+                tap(self.name, data, recv_ts)
+            try:
+                if on_message(data, recv_ts, out):
+                    saw_data = True
+            except Exception as exc:
+                self._decode_error(data, exc, out)
+        counters.messages += len(frames)
+        counters.bytes += nbytes
+        if saw_data:
+            counters.last_data_ns = time.monotonic_ns()
+
+    def _account(self, records: list[Record]) -> None:
+        """Count records about to be published and sample their latency (once per batch)."""
+        self.counters.records += len(records)
+        if len(records) == 1:
+            self.records_by_type[type(records[0])] += 1
+        else:
+            self.records_by_type.update(map(type, records))
+        last = records[-1]
+        if last.ts is not None:
+            self.latency.observe((last.recv_ts - last.ts) / 1e9)
+
+    async def _read_pushed(self, transport: PushTransport, protocol: FeedProtocol) -> None:
+        """Push-mode reading: the transport's reader callback runs :meth:`_on_frames`, which
+        decodes and publishes a batch on the spot (saving a task switch per batch) when it
+        yields only records and every ``block`` subscriber has room
+        (:meth:`~streamkit.channel.Bus.try_publish_many`). Anything else (acks, actions, a
+        full subscriber, a failure, a handover) wakes this task, which finishes that batch
+        the ordinary way, catches up with what queued meanwhile, then goes idle again. Frames
+        stay in order: the callback only works while this task is idle."""
+        out = Output()
+        loop = asyncio.get_running_loop()
+        self._push = (transport, protocol, out)
+        transport.set_receiver(self._on_frames)
+        try:
+            while True:
+                if out.records or out.actions or out.acks or out.rejects or out.pong:
+                    await self._dispatch(transport, protocol, out)
+                error, self._push_error = self._push_error, None
+                if error is not None:
+                    raise error
+                if self._successor is not None:
+                    raise _Handover(self._successor)  # see _read
+                frames = transport.take_batch(self.batch_size)  # raises once the link is gone
+                if frames:
+                    self._decode_batch(frames, protocol, out)
+                    continue
+                wake = self._push_wake = loop.create_future()
+                try:
+                    await wake
+                finally:
+                    self._push_wake = None
+        finally:
+            transport.set_receiver(None)
+            self._push = None
+
+    def _on_frames(self) -> None:
+        """Push-mode receiver (see :meth:`_read_pushed`), called by the transport's reader
+        callback. Never raises: what it cannot finish, the woken task does."""
+        wake = self._push_wake
+        if wake is None or wake.done() or self._push is None or self._in_receiver:
+            # The task is busy (it takes what is queued when it is done), or a transport
+            # called back from inside take_batch (the running receiver takes those frames).
+            return
+        transport, protocol, out = self._push
+        records = out.records
+        self._in_receiver = True
+        try:
+            while self._successor is None:
+                frames = transport.take_batch(self.batch_size)
+                if not frames:
+                    return
+                self._decode_batch(frames, protocol, out)
+                if out.actions or out.acks or out.rejects or out.pong:
+                    break
+                if records:
+                    if not self.bus.try_publish_many(records):
+                        break  # a block subscriber may be full: the task waits for room
+                    self._account(records)
+                    if self._published_ids is not None:
+                        self._published_ids.update(_event_ids(records))
+                    records.clear()
+        except TransportError:
+            pass  # the task's take_batch raises it, after the frames before it
+        except Exception as exc:
+            self._push_error = exc
+        finally:
+            self._in_receiver = False
+        wake.set_result(None)
 
     async def _dispatch(self, transport: Transport, protocol: FeedProtocol, out: Output) -> None:
         """Act on what decoding produced, then clear ``out`` for reuse."""

@@ -593,6 +593,8 @@ class Bus:
         self._closed = False
         self._on_cutoff = on_cutoff
         self._ids = itertools.count(1)
+        # The block-policy subscriptions: the only ones an offer can refuse (try_publish_many).
+        self._blocking: tuple[Subscription, ...] = ()
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -652,6 +654,7 @@ class Bus:
         )
         self._subs.append(sub)
         self._routes.clear()
+        self._note_blocking()
         return sub
 
     async def publish(self, record: Record) -> None:
@@ -694,6 +697,34 @@ class Bus:
                 if not sub._offer(record):
                     await sub._put_wait(record)
 
+    def try_publish_many(self, records: Sequence[Record]) -> bool:
+        """Publish a batch without waiting, all or nothing: True when every record went to
+        every matching subscription (exactly as :meth:`publish_many` would have delivered
+        it); False, having delivered nothing, when some ``block`` subscription might not have
+        room for the whole batch (then await :meth:`publish_many`).
+
+        The check is conservative and O(block subscriptions) per batch, not per record: every
+        ``block`` subscription, matching or not, must have room for ``len(records)`` more
+        records and no publisher waiting. Lets a synchronous caller (the actor's transport
+        callback) publish without a task hop. Raises RuntimeError once the bus is closed.
+        """
+        if self._closed:
+            raise RuntimeError("bus is closed")
+        n = len(records)
+        for sub in self._blocking:
+            if sub._open and (sub._putters or len(sub._queue) + n > sub.maxsize):
+                return False
+        routes = self._routes
+        for record in records:
+            key = (type(record), record.exchange, record.symbol)
+            subs = routes.get(key)
+            if subs is None:
+                subs = self._resolve(key)
+            for sub in subs:
+                if not sub._offer(record):  # pragma: no cover - excluded by the check above
+                    raise RuntimeError(f"subscription {sub.name!r} refused a checked record")
+        return True
+
     def close(self) -> None:
         """No more records: later publish/subscribe calls raise RuntimeError. Every
         subscription ends once its consumer has drained its queue; publishers already waiting
@@ -704,6 +735,7 @@ class Bus:
         self._closed = True
         subs, self._subs = self._subs, []
         self._routes.clear()
+        self._blocking = ()
         for sub in subs:
             sub._end_of_stream()
 
@@ -720,6 +752,10 @@ class Bus:
         with suppress(ValueError):
             self._subs.remove(sub)
             self._routes.clear()
+            self._note_blocking()
+
+    def _note_blocking(self) -> None:
+        self._blocking = tuple(s for s in self._subs if s.policy is Policy.BLOCK)
 
     def _notify_cutoff(self, sub: Subscription) -> None:
         if self._on_cutoff is None:

@@ -8,6 +8,7 @@ the actor builds a new one to reconnect.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import NamedTuple, Protocol, runtime_checkable
 
 
@@ -56,3 +57,18 @@ class Transport(Protocol):
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection (best effort, bounded time). Idempotent."""
+
+
+@runtime_checkable
+class PushTransport(Transport, Protocol):
+    """A transport that can also hand messages over from its reader callback, so its owner
+    decodes them without a task switch (push mode). Optional: the actor uses it when the
+    transport offers it (:class:`~streamkit.transport.libcurl.LibcurlTransport` does)."""
+
+    def take_batch(self, max_messages: int = 256) -> list[Frame]:
+        """``recv_batch`` without waiting: ``[]`` when nothing is queued; raises what
+        ``recv_batch`` raises once nothing is left to deliver."""
+
+    def set_receiver(self, receiver: Callable[[], None] | None) -> None:
+        """Call ``receiver()`` from the reader callback whenever messages were queued or the
+        connection failed; it must not raise or block. ``None`` turns push mode off."""

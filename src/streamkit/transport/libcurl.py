@@ -18,7 +18,10 @@ How this one reads:
   socket no longer signals.
 * Fragments (``CURLWS_CONT``) and frames larger than the receive buffer (``bytesleft``) are
   reassembled; whole messages go to a deque, and one future wakes the actor waiting in
-  :meth:`LibcurlTransport.recv_batch`, which takes everything queued in one call.
+  :meth:`LibcurlTransport.recv_batch`, which takes everything queued in one call. In push
+  mode (:meth:`LibcurlTransport.set_receiver`, what the actor uses) the drain also calls the
+  receiver, which takes the batch with :meth:`LibcurlTransport.take_batch` on the spot:
+  no task switch between reading a batch and decoding it.
 * Control frames: libcurl answers PINGs itself (it does unless ``CURLWS_RAW_MODE`` is set,
   which we never set); PONGs set :attr:`LibcurlTransport.last_pong`, so the actor can run a
   WebSocket-level pong timeout on this transport; a CLOSE is answered and reported as
@@ -44,6 +47,7 @@ import contextlib
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 from curl_cffi import Curl, CurlECode, CurlError, CurlInfo, CurlOpt, CurlWsFlag
@@ -130,6 +134,7 @@ class LibcurlTransport:
         # receive side
         self._frames: deque[Frame] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._receiver: Callable[[], None] | None = None
         self._reading = False  # registered with add_reader
         self._paused = False  # receive queue full (block_on_full_recv_queue)
         self._drain_pending = False  # a call_soon(_drain) is scheduled
@@ -289,16 +294,42 @@ class LibcurlTransport:
             raise ValueError(f"max_messages must be >= 1, got {max_messages}")
         frames = self._frames
         while not frames:
-            if self._error is not None:
-                raise self._error
-            if self._state is not TransportState.OPEN:
-                raise TransportError(f"{self._where}: transport is not open ({self._state.value})")
+            self._check_readable()
             assert self._loop is not None
             waiter = self._waiter = self._loop.create_future()
             try:
                 await waiter
             finally:
                 self._waiter = None
+        return self._take(max_messages)
+
+    def take_batch(self, max_messages: int = 256) -> list[Frame]:
+        """:meth:`recv_batch` without waiting: the messages already received (up to
+        ``max_messages``), ``[]`` when there are none. Raises what ``recv_batch`` raises once
+        nothing is left to deliver."""
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be >= 1, got {max_messages}")
+        if not self._frames:
+            self._check_readable()
+            return []
+        return self._take(max_messages)
+
+    def set_receiver(self, receiver: Callable[[], None] | None) -> None:
+        """Push mode: call ``receiver()`` on the event loop, from the reader callback, each
+        time messages were queued or the connection failed (besides waking ``recv_batch``),
+        so a caller can take them with :meth:`take_batch` without a task switch. The
+        receiver must not raise and must not block; it runs while the reader callback is
+        on the stack, so it must not call :meth:`close`. ``None`` turns push mode off."""
+        self._receiver = receiver
+
+    def _check_readable(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._state is not TransportState.OPEN:
+            raise TransportError(f"{self._where}: transport is not open ({self._state.value})")
+
+    def _take(self, max_messages: int) -> list[Frame]:
+        frames = self._frames
         if len(frames) <= max_messages:
             batch = list(frames)
             frames.clear()
@@ -312,6 +343,9 @@ class LibcurlTransport:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        receiver = self._receiver
+        if receiver is not None:
+            receiver()
 
     def _schedule_drain(self) -> None:
         if not self._drain_pending and self._loop is not None:
