@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -33,6 +35,13 @@ from streamkit_binance.schemas import ErrorBody
 class CombinedStreamProtocol(FeedProtocol):
     """One combined-stream connection: routing, subscriptions, acks and venue errors."""
 
+    tagged_payloads: ClassVar[Mapping[str, type[msgspec.Struct]]] = {}
+    """Channel -> wire Struct tagged on the payload's ``e`` field (``tag_field="e"``), for
+    the channels whose payload carries one. When every channel of a connection has one, its
+    data frames decode in one pass (envelope and payload together) and go to
+    :meth:`decode_payload`; any frame that pass cannot type (acks, errors, other payloads)
+    takes the generic path, envelope first and then :meth:`decode_data`, as before."""
+
     def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
         super().__init__(feed, plan, connection)
         # stream name -> (channel, normalized symbol): one dict lookup routes each frame.
@@ -40,6 +49,23 @@ class CombinedStreamProtocol(FeedProtocol):
             s.name: (s.channel, s.symbol) for s in plan.streams
         }
         self._next_id = 1
+        self._typed_routes: dict[str, tuple[str, str, type[msgspec.Struct]]] = {}
+        self._typed: msgspec.json.Decoder[Any] | None = None
+        tagged = self.tagged_payloads
+        if plan.streams and all(s.channel in tagged for s in plan.streams):
+            self._typed_routes = {
+                s.name: (s.channel, s.symbol, tagged[s.channel]) for s in plan.streams
+            }
+            kinds = tuple(dict.fromkeys(tagged[s.channel] for s in plan.streams))
+            union: Any = kinds[0]
+            for kind in kinds[1:]:
+                union = union | kind
+            envelope = msgspec.defstruct(
+                "TypedEnvelope",
+                [("stream", str | None, None), ("data", union | None, None)],
+                gc=False,
+            )
+            self._typed = msgspec.json.Decoder(envelope)
 
     def url(self) -> str:
         return self.feed.url
@@ -63,6 +89,18 @@ class CombinedStreamProtocol(FeedProtocol):
         return requests
 
     def on_message(self, data: bytes, recv_ts: int, out: Output) -> bool:
+        typed = self._typed
+        if typed is not None:
+            try:
+                frame = typed.decode(data)
+            except msgspec.DecodeError:
+                pass  # not a frame the one-pass decoder describes: the generic path decides
+            else:
+                payload = frame.data
+                known = self._typed_routes.get(frame.stream) if payload is not None else None
+                if known is not None and type(payload) is known[2]:
+                    self.decode_payload(known[0], known[1], payload, recv_ts, out)
+                    return True
         env = schemas.envelope_decoder.decode(data)
         stream = env.stream
         if stream is not None and env.data:
@@ -104,3 +142,11 @@ class CombinedStreamProtocol(FeedProtocol):
         self, channel: str, symbol: str, raw: msgspec.Raw, recv_ts: int, out: Output
     ) -> None:
         """Decode the ``data`` payload of one subscribed stream into ``out``."""
+
+    def decode_payload(
+        self, channel: str, symbol: str, payload: msgspec.Struct, recv_ts: int, out: Output
+    ) -> None:
+        """Normalize a payload the one-pass decoder already decoded (an instance of
+        ``tagged_payloads[channel]``) into ``out``. Subclasses that declare
+        ``tagged_payloads`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} declares no tagged payloads")

@@ -10,7 +10,8 @@ heartbeat of its own; liveness is judged by the staleness watchdog.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, cast
 
 import msgspec
 
@@ -38,6 +39,15 @@ STREAM_SUFFIX = {
 }
 
 _MS = 1_000_000  # Binance times are ms; records carry ns
+
+# channel -> the decoder of its ``data`` payload (the generic, two-pass path)
+_PAYLOAD_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "trades": schemas.agg_trade_decoder,
+    "bbo": schemas.book_ticker_decoder,
+    "l2_book": schemas.depth_update_decoder,
+    "ticker": schemas.ticker_decoder,
+    "candles": schemas.kline_decoder,
+}
 
 
 class BinanceFeed(Feed):
@@ -85,12 +95,26 @@ class BinanceProtocol(CombinedStreamProtocol):
                 url = f"{feed.rest_url}/api/v3/depth?symbol={ex}&limit={depth}"
                 self.books[s.symbol] = DepthSync(feed.id, s.symbol, connection, url)
 
+    tagged_payloads: ClassVar[Mapping[str, type[msgspec.Struct]]] = {
+        "trades": schemas.AggTradeEvent,
+        "l2_book": schemas.DepthUpdateEvent,
+        "ticker": schemas.Ticker24hEvent,
+        "candles": schemas.KlineEventTagged,
+    }
+
     def decode_data(
         self, channel: str, symbol: str, raw: msgspec.Raw, recv_ts: int, out: Output
     ) -> None:
+        decoder = _PAYLOAD_DECODERS.get(channel)
+        if decoder is not None:
+            self.decode_payload(channel, symbol, decoder.decode(raw), recv_ts, out)
+
+    def decode_payload(
+        self, channel: str, symbol: str, payload: msgspec.Struct, recv_ts: int, out: Output
+    ) -> None:
         exchange = self.exchange
         if channel == "trades":
-            t = schemas.agg_trade_decoder.decode(raw)
+            t = cast(schemas.AggTrade, payload)
             out.records.append(
                 Trade(
                     exchange=exchange,
@@ -105,7 +129,7 @@ class BinanceProtocol(CombinedStreamProtocol):
                 )
             )
         elif channel == "bbo":
-            b = schemas.book_ticker_decoder.decode(raw)
+            b = cast(schemas.BookTicker, payload)
             out.records.append(
                 BBO(
                     exchange=exchange,
@@ -119,9 +143,9 @@ class BinanceProtocol(CombinedStreamProtocol):
                 )
             )
         elif channel == "l2_book":
-            self.books[symbol].on_diff(schemas.depth_update_decoder.decode(raw), recv_ts, out)
+            self.books[symbol].on_diff(cast(schemas.DepthUpdate, payload), recv_ts, out)
         elif channel == "ticker":
-            k = schemas.ticker_decoder.decode(raw)
+            k = cast(schemas.Ticker24h, payload)
             out.records.append(
                 Ticker(
                     exchange=exchange,
@@ -139,7 +163,7 @@ class BinanceProtocol(CombinedStreamProtocol):
                 )
             )
         elif channel == "candles":
-            e = schemas.kline_decoder.decode(raw)
+            e = cast(schemas.KlineEvent, payload)
             c = e.kline
             out.records.append(
                 Candle(

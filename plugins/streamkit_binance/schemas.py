@@ -130,6 +130,24 @@ class ServerShutdown(msgspec.Struct, gc=False):
     event_time: int = msgspec.field(name="E")
 
 
+# The same payloads tagged on their "e" field, for the one-pass decoder of a connection whose
+# channels all carry one (CombinedStreamProtocol.tagged_payloads). bookTicker has no "e".
+class AggTradeEvent(AggTrade, tag_field="e", tag="aggTrade", gc=False):
+    pass
+
+
+class DepthUpdateEvent(DepthUpdate, tag_field="e", tag="depthUpdate", gc=False):
+    pass
+
+
+class Ticker24hEvent(Ticker24h, tag_field="e", tag="24hrTicker", gc=False):
+    pass
+
+
+class KlineEventTagged(KlineEvent, tag_field="e", tag="kline", gc=False):
+    pass
+
+
 # Decoders are built once: building one compiles the type's decoding plan.
 envelope_decoder = msgspec.json.Decoder(Envelope)
 agg_trade_decoder = msgspec.json.Decoder(AggTrade)
