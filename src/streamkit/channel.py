@@ -272,8 +272,12 @@ class Subscription:
         cancel."""
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
-        first = await self.get()
-        if limit == 1:
+        if self._queue or self._latest:
+            return self._drain(limit)  # no waiting: skip the coroutine layers of get()
+        first = await self._next()
+        if first is None:
+            raise SubscriptionClosed(f"subscription {self.name!r} ended: {self.reason}")
+        if limit == 1 or not (self._queue or self._latest):
             return [first]
         rest = self._drain(None if limit is None else limit - 1)
         rest.insert(0, first)
