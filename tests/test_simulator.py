@@ -570,3 +570,24 @@ async def test_stats_count_connections_messages_and_subscriptions(
         assert conn.subscriptions == 2 and conn.messages_sent >= 10 and conn.open
     await asyncio.sleep(0.05)
     assert sim.stats.connections_open == 0
+
+
+def test_looped_trades_print_at_the_touch_and_vary() -> None:
+    """In loop mode a symbol with a book trades at its current best bid/ask, both ways, with
+    varying sizes, instead of repeating the one captured print."""
+    capture = load_capture().symbols["NKNUSDT"]
+    feed = SymbolFeed("NKNUSDT", capture)
+    book = feed.book
+    assert book is not None
+    sides, sizes = set(), set()
+    for step in range(40):
+        events = dict(feed.step(1_700_000_000_000 + step, {Channel.DEPTH, Channel.AGG_TRADE}))
+        trade = json.loads(events[Channel.AGG_TRADE])
+        bid, ask = book.best_bid(), book.best_ask()
+        assert bid is not None and ask is not None
+        touch = bid if trade["m"] else ask  # m=true: the buyer was the maker, a taker sold
+        assert trade["p"] == touch[0]
+        assert 0 < float(trade["q"]) <= float(touch[1])
+        sides.add(trade["m"])
+        sizes.add(trade["q"])
+    assert sides == {True, False} and len(sizes) > 3
