@@ -213,6 +213,67 @@ async def test_unacknowledged_records_are_counted_lost_at_shutdown(
     assert (await nc.jetstream().stream_info(name)).state.messages == 5
 
 
+async def test_next_batches_publish_while_acks_are_outstanding(
+    nc: Any, stream: tuple[str, str]
+) -> None:
+    """With records queued, the sink does not wait for one batch's acks before publishing the
+    next: several batches are in flight at once, never more than max_in_flight records, and
+    the stream still holds every record once, in queue order."""
+    name, prefix = stream
+    cfg = sink_config(name, prefix, batch_size=7, max_in_flight=20)
+    records: list[Record] = list(trades(300))
+    bus = Bus()
+    sink = build_sink("nats-window", cfg)
+    assert isinstance(sink, NatsSink)
+    sub = subscribe_sink(bus, sink.name, cfg)
+    await bus.publish_many(records)  # all queued before the sink starts: no timing involved
+    bus.close()
+    in_flight_at_collect: list[int] = []
+    collect = sink._collect
+
+    async def observe(flight: Any) -> Any:
+        in_flight_at_collect.append(sum(len(f.batch) for f in sink._in_flight))
+        return await collect(flight)
+
+    sink._collect = observe  # type: ignore[method-assign]
+    await asyncio.wait_for(sink.run(sub), 30)
+    assert sink.stats() == {"sent": 300, "failed": 0, "retried": 0, "dropped": 0}
+    # More than one batch of 7 awaiting acks, never more than 20 records (the last is 6 long).
+    assert 7 < max(in_flight_at_collect) <= 20
+    msgs = await read_stream(nc, name, prefix + ".>", 300)
+    assert [decode(m.data, "trade", "msgpack") for m in msgs] == records
+
+
+async def test_refused_records_in_a_full_window_are_retried_then_lost(
+    nc: Any, stream: tuple[str, str]
+) -> None:
+    """Refusals spread over several in-flight batches: the acknowledged ones count as sent,
+    the refused ones are retried and finally reported lost, none twice."""
+    name, prefix = stream
+    await nc.jetstream().add_stream(
+        StreamConfig(name=name, subjects=[prefix + ".>"], max_msgs=5, discard=DiscardPolicy.NEW)
+    )
+    cfg = sink_config(
+        name,
+        prefix,
+        batch_size=2,
+        max_in_flight=6,
+        ack_timeout=0.5,
+        shutdown_timeout=0.5,
+        retry=RetryOptions(initial=0.05, max=0.1),
+    )
+    bus = Bus()
+    sink = build_sink("nats-window-lost", cfg)
+    assert isinstance(sink, NatsSink)
+    sub = subscribe_sink(bus, sink.name, cfg)
+    await bus.publish_many(list(trades(9)))
+    bus.close()
+    await asyncio.wait_for(sink.run(sub), 30)
+    assert sink.sent == 5 and sink.dropped == 4
+    assert sink.failed >= 4 and sink.retried >= 4
+    assert (await nc.jetstream().stream_info(name)).state.messages == 5
+
+
 async def test_nats_restart_mid_stream_loses_nothing_acknowledged(
     nc: Any, stream: tuple[str, str]
 ) -> None:

@@ -9,12 +9,17 @@ Contract:
   exists: it must capture the sink's subjects; other differences are logged, or applied
   with ``stream.update: true``.
 - **Acknowledged delivery**: a batch taken off the sink's queue is published pipelined
-  (``publish_async``: many publishes in flight, acks collected afterwards). A record counts as
-  ``sent`` only once JetStream acknowledged it. Whatever was not acknowledged (error reply,
-  no ack within ``ack_timeout``, connection lost) is published again, in order, after a
-  backoff, until it is acknowledged. Each record keeps its ``Nats-Msg-Id`` across retries, so
-  a record whose ack was lost (stored, but we never heard) is stored once, not twice, as long
-  as the retry falls inside the stream's ``duplicate_window``.
+  (``publish_async``: many publishes in flight, acks collected afterwards), and the next
+  batches are published while earlier acks are outstanding, up to ``max_in_flight`` records
+  (so throughput is not capped at ``batch_size`` per ack round trip; the sink waits for acks
+  only when its queue is empty or the window is full). A record counts as ``sent`` only once
+  JetStream acknowledged it. Whatever was not acknowledged (error reply, no ack within
+  ``ack_timeout`` of its batch's publish, connection lost) stops the window: every batch in
+  flight is settled, and their unacknowledged records are published again, in order, after a
+  backoff, until they are acknowledged, before anything new is published. Each record keeps
+  its ``Nats-Msg-Id`` across retries, so a record whose ack was lost (stored, but we never
+  heard) is stored once, not twice, as long as the retry falls inside the stream's
+  ``duplicate_window``.
 - **Order**: records are published in queue order. While the connection holds, the stream
   holds them in that order. After a connection loss, a retried record can land after records
   published after it (they were buffered by the client and stored on reconnect while it was
@@ -32,6 +37,7 @@ job (unlimited attempts); the sink's retries cover what was in flight meanwhile.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import time
@@ -83,6 +89,25 @@ class _Pending:
         self.attempts = 0
 
 
+class _InFlight:
+    """A published batch: its records, their ack futures (one per record published; fewer
+    when publishing stopped on ``error``) and when to stop waiting for them."""
+
+    __slots__ = ("batch", "deadline", "error", "futures")
+
+    def __init__(
+        self,
+        batch: list[_Pending],
+        futures: list[asyncio.Future[PubAck]],
+        error: BaseException | None,
+        deadline: float,
+    ) -> None:
+        self.batch = batch
+        self.futures = futures
+        self.error = error
+        self.deadline = deadline
+
+
 class NatsSink(Sink):
     """Publishes records to JetStream; see the module docstring for the delivery contract."""
 
@@ -100,8 +125,12 @@ class NatsSink(Sink):
         self.retried = 0
         self.dropped = 0
         self._nc: NatsClient | None = None
-        self._unacked: list[_Pending] = []
-        """Records taken off the queue and not acknowledged yet (what a cancel would lose)."""
+        self._in_flight: collections.deque[_InFlight] = collections.deque()
+        """Published batches whose acks are still being collected, oldest first."""
+        self._retrying: list[_Pending] = []
+        """Records not acknowledged by their first attempt, being published again."""
+        self._next_batch: list[_Pending] = []
+        """Records taken off the queue, waiting for room in the window or being published."""
         self._log = log.bind(sink=name)
 
     def stats(self) -> dict[str, int]:
@@ -119,16 +148,44 @@ class NatsSink(Sink):
             _, js = await self._connect()
             await ensure_stream(js, self.config.stream, self.subjects, self._log)
             while True:
-                try:
-                    batch = await subscription.get_batch(self.config.batch_size)
-                except SubscriptionClosed:
-                    break
-                await self._deliver(js, [self._prepare(record) for record in batch], subscription)
+                if self._in_flight:
+                    # Acks outstanding: publish whatever is queued now, and only when the
+                    # queue is empty spend the wait on the oldest batch's acks.
+                    try:
+                        records = subscription.drain_nowait(self.config.batch_size)
+                    except SubscriptionClosed:
+                        break
+                    if not records:
+                        await self._settle_oldest(js, subscription)
+                        continue
+                else:
+                    try:
+                        records = await subscription.get_batch(self.config.batch_size)
+                    except SubscriptionClosed:
+                        break
+                batch = self._next_batch = [self._prepare(record) for record in records]
+                # Bounded window: never more than max_in_flight records awaiting acks (nats-py's
+                # own limit blocks publish_async, which would stall us without a timeout).
+                while self._in_flight and self._in_flight_records + len(batch) > (
+                    self.config.max_in_flight
+                ):
+                    await self._settle_oldest(js, subscription)
+                self._in_flight.append(await self._publish(js, batch))
+                self._next_batch = []
+            while self._in_flight:
+                await self._settle_oldest(js, subscription)
         finally:
-            if self._unacked:
-                self._give_up(self._unacked, "sink stopped (cancelled)")
-                self._unacked = []
+            lost = [item for flight in self._in_flight for item in flight.batch]
+            lost += self._retrying + self._next_batch
+            self._in_flight.clear()
+            self._retrying = self._next_batch = []
+            if lost:
+                self._give_up(lost, "sink stopped (cancelled)")
             await self._close()
+
+    @property
+    def _in_flight_records(self) -> int:
+        return sum(len(flight.batch) for flight in self._in_flight)
 
     def _prepare(self, record: Record) -> _Pending:
         headers = {
@@ -139,23 +196,40 @@ class NatsSink(Sink):
         }
         return _Pending(self.subjects.render(record), self._encode(record), headers)
 
+    async def _settle_oldest(self, js: JetStreamContext, subscription: Subscription) -> None:
+        """Wait for the oldest in-flight batch's acks. If any record of it is not
+        acknowledged, every batch in flight is settled too and all their unacknowledged
+        records are retried together, in queue order, before anything new is published."""
+        # Each batch leaves the window only once collected, and what it left unacknowledged
+        # joins _retrying at once: a cancel at any await reports every record exactly once.
+        left = await self._collect(self._in_flight[0])
+        self._in_flight.popleft()
+        if not left:
+            return
+        self._retrying = left
+        while self._in_flight:
+            more = await self._collect(self._in_flight[0])
+            self._in_flight.popleft()
+            self._retrying = left = left + more
+        await self._deliver(js, left, subscription)
+
     async def _deliver(
         self, js: JetStreamContext, batch: list[_Pending], subscription: Subscription
     ) -> None:
-        """Publish ``batch`` until every record is acknowledged, or shutdown gives up."""
+        """Publish ``batch`` (records not acknowledged yet) until every record is
+        acknowledged, or shutdown gives up."""
         attempt = 0
         deadline: float | None = None
-        self._unacked = batch
+        self._retrying = batch
         while batch:
-            batch = self._unacked = await self._publish_once(js, batch)
-            if not batch:
-                return
+            # Check before publishing again: called with records that were just not
+            # acknowledged, so the first round backs off too.
             if subscription.closed:
                 # The bus is closed: we are shutting down. Keep trying, but not forever.
                 now = time.monotonic()
                 deadline = deadline if deadline is not None else now + self.config.shutdown_timeout
                 if now >= deadline:
-                    self._unacked = []
+                    self._retrying = []
                     self._give_up(batch, f"shutdown_timeout={self.config.shutdown_timeout}s")
                     return
             delay = retry_delay(self.config.retry, attempt)
@@ -166,10 +240,11 @@ class NatsSink(Sink):
                 retry_in=round(delay, 3),
             )
             await asyncio.sleep(delay)
+            batch = self._retrying = await self._collect(await self._publish(js, batch))
+        self._retrying = []
 
-    async def _publish_once(self, js: JetStreamContext, batch: list[_Pending]) -> list[_Pending]:
-        """One pipelined attempt: publish every record, then collect the acks. Returns the
-        records that were not acknowledged, in their original order."""
+    async def _publish(self, js: JetStreamContext, batch: list[_Pending]) -> _InFlight:
+        """Publish every record of ``batch`` pipelined (acks are collected by :meth:`_collect`)."""
         futures: list[asyncio.Future[PubAck]] = []
         error: BaseException | None = None
         for item in batch:
@@ -184,13 +259,20 @@ class NatsSink(Sink):
                 error = exc
                 break
             futures.append(fut)
+        return _InFlight(batch, futures, error, time.monotonic() + self.config.ack_timeout)
+
+    async def _collect(self, flight: _InFlight) -> list[_Pending]:
+        """Wait (until the batch's ack deadline) for the acks of a published batch; count the
+        acknowledged records as sent. Returns the others, in their original order."""
+        futures, error = flight.futures, flight.error
         if futures:
-            _, not_done = await asyncio.wait(futures, timeout=self.config.ack_timeout)
+            timeout = max(0.0, flight.deadline - time.monotonic())
+            _, not_done = await asyncio.wait(futures, timeout=timeout)
             for fut in not_done:
                 # Frees nats-py's in-flight slot; the record will be published again.
                 fut.cancel()
         left: list[_Pending] = []
-        for i, item in enumerate(batch):
+        for i, item in enumerate(flight.batch):
             ack = futures[i] if i < len(futures) else None
             if ack is not None and not ack.cancelled() and ack.exception() is None:
                 self.sent += 1
