@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -139,18 +139,20 @@ def make_actor(
     bus: Bus,
     *,
     symbols: tuple[str, ...] = ("BTC-USD", "ETH-USD", "SOL-USD"),
-    **overrides: object,
+    feed_cls: type[TinyFeed] = TinyFeed,
+    **config: Any,
 ) -> ConnectionActor:
-    cfg = FeedConfig(
-        exchange="tiny",
-        symbols=list(symbols),
-        channels=["trades"],
-        stale_after=overrides.pop("stale_after", 5.0),  # type: ignore[arg-type]
-        pong_timeout=overrides.pop("pong_timeout", 5.0),  # type: ignore[arg-type]
-        connect_timeout=overrides.pop("connect_timeout", 1.0),  # type: ignore[arg-type]
-        reconnect=BackoffOptions(initial=0.01, max=0.05),
-    )
-    feed = TinyFeed(cfg)
+    """An actor for ``feed_cls`` on the in-memory exchange; ``config`` overrides FeedConfig
+    keys (short timeouts and backoff by default, so tests run fast)."""
+    settings: dict[str, Any] = {
+        "stale_after": 5.0,
+        "pong_timeout": 5.0,
+        "connect_timeout": 1.0,
+        "reconnect": BackoffOptions(initial=0.01, max=0.05),
+        **config,
+    }
+    cfg = FeedConfig(exchange="tiny", symbols=list(symbols), channels=["trades"], **settings)
+    feed = feed_cls(cfg)
     [plan] = feed.plan()
 
     async def fetch(url: str) -> tuple[int, bytes]:
@@ -436,21 +438,7 @@ async def test_lifetime_limit_hands_over_without_gap_or_duplicate() -> None:
     exchange = MemoryExchange()
     bus = Bus()
     sub = bus.subscribe(maxsize=10_000)
-    cfg = FeedConfig(exchange="tiny", symbols=["BTC-USD"], channels=["trades"])
-    feed = ShortLivedFeed(cfg)
-    [plan] = feed.plan()
-
-    async def fetch(url: str) -> tuple[int, bytes]:
-        return 200, b""
-
-    actor = ConnectionActor(
-        feed,
-        plan,
-        bus,
-        transport_factory=exchange.transport_factory,
-        http_fetch=fetch,
-        connect_limiter=ConnectLimiter(100, 1.0),
-    )
+    actor = make_actor(exchange, bus, symbols=("BTC-USD",), feed_cls=ShortLivedFeed)
     seen: list[Record] = []
 
     def trade_ids() -> list[str]:
@@ -497,26 +485,8 @@ async def test_handover_falls_back_to_reconnect_when_successor_is_not_ready() ->
     exchange = MemoryExchange()
     bus = Bus()
     sub = bus.subscribe(maxsize=10_000)
-    cfg = FeedConfig(
-        exchange="tiny",
-        symbols=["BTC-USD"],
-        channels=["trades"],
-        connect_timeout=0.3,
-        reconnect=BackoffOptions(initial=0.01, max=0.05),
-    )
-    feed = ShortLivedFeed(cfg)
-    [plan] = feed.plan()
-
-    async def fetch(url: str) -> tuple[int, bytes]:
-        return 200, b""
-
-    actor = ConnectionActor(
-        feed,
-        plan,
-        bus,
-        transport_factory=exchange.transport_factory,
-        http_fetch=fetch,
-        connect_limiter=ConnectLimiter(100, 1.0),
+    actor = make_actor(
+        exchange, bus, symbols=("BTC-USD",), feed_cls=ShortLivedFeed, connect_timeout=0.3
     )
     task = asyncio.create_task(actor.run())
     try:
@@ -535,25 +505,11 @@ async def test_connected_status_never_shows_url_credentials() -> None:
     exchange = MemoryExchange()
     bus = Bus()
     sub = bus.subscribe(maxsize=100)
-    cfg = FeedConfig(
-        exchange="tiny",
-        symbols=["BTC-USD"],
-        channels=["trades"],
-        url="wss://user:hunter2@tiny.invalid/ws?listenKey=s3cret",
-    )
-    feed = TinyFeed(cfg)
-    [plan] = feed.plan()
-
-    async def fetch(url: str) -> tuple[int, bytes]:
-        return 200, b""
-
-    actor = ConnectionActor(
-        feed,
-        plan,
+    actor = make_actor(
+        exchange,
         bus,
-        transport_factory=exchange.transport_factory,
-        http_fetch=fetch,
-        connect_limiter=ConnectLimiter(100, 1.0),
+        symbols=("BTC-USD",),
+        url="wss://user:hunter2@tiny.invalid/ws?listenKey=s3cret",
     )
     task = asyncio.create_task(actor.run())
     try:
