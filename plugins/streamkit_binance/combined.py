@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import msgspec
@@ -31,6 +31,9 @@ from streamkit.model import Status, StatusEvent
 from streamkit_binance import schemas
 from streamkit_binance.schemas import ErrorBody
 
+PayloadHandler = Callable[[str, Any, int, Output], None]
+"""``(symbol, decoded payload, recv_ts, out)``: normalizes one payload into ``out``."""
+
 
 class CombinedStreamProtocol(FeedProtocol):
     """One combined-stream connection: routing, subscriptions, acks and venue errors."""
@@ -39,8 +42,9 @@ class CombinedStreamProtocol(FeedProtocol):
     """Channel -> wire Struct tagged on the payload's ``e`` field (``tag_field="e"``), for
     the channels whose payload carries one. When every channel of a connection has one, its
     data frames decode in one pass (envelope and payload together) and go to
-    :meth:`decode_payload`; any frame that pass cannot type (acks, errors, other payloads)
-    takes the generic path, envelope first and then :meth:`decode_data`, as before."""
+    the handler :meth:`payload_handler` gives for its channel; any frame that pass cannot
+    type (acks, errors, other payloads) takes the generic path, envelope first and then
+    :meth:`decode_data`, as before."""
 
     def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
         super().__init__(feed, plan, connection)
@@ -49,12 +53,15 @@ class CombinedStreamProtocol(FeedProtocol):
             s.name: (s.channel, s.symbol) for s in plan.streams
         }
         self._next_id = 1
-        self._typed_routes: dict[str, tuple[str, str, type[msgspec.Struct]]] = {}
+        # stream name -> (the channel's payload handler, normalized symbol, payload type):
+        # the one-pass path calls the handler directly, with no per-frame dispatch on channel.
+        self._typed_routes: dict[str, tuple[PayloadHandler, str, type[msgspec.Struct]]] = {}
         self._typed: msgspec.json.Decoder[Any] | None = None
         tagged = self.tagged_payloads
         if plan.streams and all(s.channel in tagged for s in plan.streams):
+            handlers = {c: self.payload_handler(c) for c in {s.channel for s in plan.streams}}
             self._typed_routes = {
-                s.name: (s.channel, s.symbol, tagged[s.channel]) for s in plan.streams
+                s.name: (handlers[s.channel], s.symbol, tagged[s.channel]) for s in plan.streams
             }
             kinds = tuple(dict.fromkeys(tagged[s.channel] for s in plan.streams))
             union: Any = kinds[0]
@@ -99,7 +106,7 @@ class CombinedStreamProtocol(FeedProtocol):
                 payload = frame.data
                 known = self._typed_routes.get(frame.stream) if payload is not None else None
                 if known is not None and type(payload) is known[2]:
-                    self.decode_payload(known[0], known[1], payload, recv_ts, out)
+                    known[0](known[1], payload, recv_ts, out)
                     return True
         env = schemas.envelope_decoder.decode(data)
         stream = env.stream
@@ -143,10 +150,10 @@ class CombinedStreamProtocol(FeedProtocol):
     ) -> None:
         """Decode the ``data`` payload of one subscribed stream into ``out``."""
 
-    def decode_payload(
-        self, channel: str, symbol: str, payload: msgspec.Struct, recv_ts: int, out: Output
-    ) -> None:
-        """Normalize a payload the one-pass decoder already decoded (an instance of
-        ``tagged_payloads[channel]``) into ``out``. Subclasses that declare
-        ``tagged_payloads`` implement it."""
+    def payload_handler(self, channel: str) -> PayloadHandler:
+        """The function that normalizes a decoded payload of ``channel`` (an instance of
+        ``tagged_payloads[channel]``) into ``out``: ``handler(symbol, payload, recv_ts,
+        out)``. Looked up once per connection, so it should be a bound method per channel,
+        not a dispatcher on the channel name. Subclasses that declare ``tagged_payloads``
+        implement it."""
         raise NotImplementedError(f"{type(self).__name__} declares no tagged payloads")

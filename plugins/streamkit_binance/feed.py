@@ -11,7 +11,7 @@ heartbeat of its own; liveness is judged by the staleness watchdog.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -27,7 +27,7 @@ from streamkit.feed import (
 )
 from streamkit.model import BBO, Candle, Ticker, Trade
 from streamkit_binance import schemas, symbols
-from streamkit_binance.combined import CombinedStreamProtocol
+from streamkit_binance.combined import CombinedStreamProtocol, PayloadHandler
 from streamkit_binance.depth_sync import DepthSync
 
 STREAM_SUFFIX = {
@@ -86,7 +86,14 @@ class BinanceProtocol(CombinedStreamProtocol):
     """One combined-stream connection to Binance spot."""
 
     def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
-        super().__init__(feed, plan, connection)
+        self._exchange = feed.id  # read per record: a plain attribute, not the property
+        self._handlers: dict[str, PayloadHandler] = {
+            "trades": self._on_trade,
+            "bbo": self._on_bbo,
+            "l2_book": self._on_depth,
+            "ticker": self._on_ticker,
+            "candles": self._on_kline,
+        }
         self.books: dict[str, DepthSync] = {}
         depth = min(feed.config.book_depth, 5000)
         for s in plan.streams:
@@ -94,6 +101,7 @@ class BinanceProtocol(CombinedStreamProtocol):
                 ex = feed.exchange_symbol(s.symbol)
                 url = f"{feed.rest_url}/api/v3/depth?symbol={ex}&limit={depth}"
                 self.books[s.symbol] = DepthSync(feed.id, s.symbol, connection, url)
+        super().__init__(feed, plan, connection)
 
     tagged_payloads: ClassVar[Mapping[str, type[msgspec.Struct]]] = {
         "trades": schemas.AggTradeEvent,
@@ -107,82 +115,85 @@ class BinanceProtocol(CombinedStreamProtocol):
     ) -> None:
         decoder = _PAYLOAD_DECODERS.get(channel)
         if decoder is not None:
-            self.decode_payload(channel, symbol, decoder.decode(raw), recv_ts, out)
+            self._handlers[channel](symbol, decoder.decode(raw), recv_ts, out)
 
-    def decode_payload(
-        self, channel: str, symbol: str, payload: msgspec.Struct, recv_ts: int, out: Output
-    ) -> None:
-        exchange = self.exchange
-        if channel == "trades":
-            t = cast(schemas.AggTrade, payload)
-            out.records.append(
-                Trade(
-                    exchange=exchange,
-                    symbol=symbol,
-                    ts=t.trade_time * _MS,
-                    recv_ts=recv_ts,
-                    price=t.price,
-                    size=t.qty,
-                    # m=true: the buyer was the maker, so the taker sold.
-                    side="sell" if t.buyer_is_maker else "buy",
-                    id=str(t.agg_id),
-                )
+    def payload_handler(self, channel: str) -> PayloadHandler:
+        return self._handlers[channel]
+
+    # One handler per channel, called per message: positional record construction and no
+    # per-message dispatch (the hot path of a busy trade stream).
+
+    def _on_trade(self, symbol: str, t: schemas.AggTrade, recv_ts: int, out: Output) -> None:
+        # Trade(exchange, symbol, ts, recv_ts, price, size, side, id); m=true: the buyer was
+        # the maker, so the taker sold.
+        out.records.append(
+            Trade(
+                self._exchange,
+                symbol,
+                t.trade_time * _MS,
+                recv_ts,
+                t.price,
+                t.qty,
+                "sell" if t.buyer_is_maker else "buy",
+                str(t.agg_id),
             )
-        elif channel == "bbo":
-            b = cast(schemas.BookTicker, payload)
-            out.records.append(
-                BBO(
-                    exchange=exchange,
-                    symbol=symbol,
-                    ts=None,
-                    recv_ts=recv_ts,
-                    bid_price=b.bid_price,
-                    bid_size=b.bid_qty,
-                    ask_price=b.ask_price,
-                    ask_size=b.ask_qty,
-                )
+        )
+
+    def _on_bbo(self, symbol: str, b: schemas.BookTicker, recv_ts: int, out: Output) -> None:
+        out.records.append(
+            BBO(
+                exchange=self._exchange,
+                symbol=symbol,
+                ts=None,
+                recv_ts=recv_ts,
+                bid_price=b.bid_price,
+                bid_size=b.bid_qty,
+                ask_price=b.ask_price,
+                ask_size=b.ask_qty,
             )
-        elif channel == "l2_book":
-            self.books[symbol].on_diff(cast(schemas.DepthUpdate, payload), recv_ts, out)
-        elif channel == "ticker":
-            k = cast(schemas.Ticker24h, payload)
-            out.records.append(
-                Ticker(
-                    exchange=exchange,
-                    symbol=symbol,
-                    ts=k.event_time * _MS,
-                    recv_ts=recv_ts,
-                    last=k.last,
-                    bid=k.bid,
-                    ask=k.ask,
-                    open_24h=k.open,
-                    high_24h=k.high,
-                    low_24h=k.low,
-                    volume_24h=k.volume,
-                    quote_volume_24h=k.quote_volume,
-                )
+        )
+
+    def _on_depth(self, symbol: str, d: schemas.DepthUpdate, recv_ts: int, out: Output) -> None:
+        self.books[symbol].on_diff(d, recv_ts, out)
+
+    def _on_ticker(self, symbol: str, k: schemas.Ticker24h, recv_ts: int, out: Output) -> None:
+        out.records.append(
+            Ticker(
+                exchange=self._exchange,
+                symbol=symbol,
+                ts=k.event_time * _MS,
+                recv_ts=recv_ts,
+                last=k.last,
+                bid=k.bid,
+                ask=k.ask,
+                open_24h=k.open,
+                high_24h=k.high,
+                low_24h=k.low,
+                volume_24h=k.volume,
+                quote_volume_24h=k.quote_volume,
             )
-        elif channel == "candles":
-            e = cast(schemas.KlineEvent, payload)
-            c = e.kline
-            out.records.append(
-                Candle(
-                    exchange=exchange,
-                    symbol=symbol,
-                    ts=e.event_time * _MS,
-                    recv_ts=recv_ts,
-                    interval=c.interval,
-                    start=c.start * _MS,
-                    end=c.end * _MS,
-                    open=c.open,
-                    high=c.high,
-                    low=c.low,
-                    close=c.close,
-                    volume=c.volume,
-                    closed=c.closed,
-                    trades=c.trades,
-                )
+        )
+
+    def _on_kline(self, symbol: str, e: schemas.KlineEvent, recv_ts: int, out: Output) -> None:
+        c = e.kline
+        out.records.append(
+            Candle(
+                exchange=self._exchange,
+                symbol=symbol,
+                ts=e.event_time * _MS,
+                recv_ts=recv_ts,
+                interval=c.interval,
+                start=c.start * _MS,
+                end=c.end * _MS,
+                open=c.open,
+                high=c.high,
+                low=c.low,
+                close=c.close,
+                volume=c.volume,
+                closed=c.closed,
+                trades=c.trades,
             )
+        )
 
     def resync(self, symbol: str, reason: str) -> list[Action]:
         # DepthSync already asked for a fresh REST snapshot: the diff stream is intact, so
