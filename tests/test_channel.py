@@ -403,16 +403,38 @@ async def test_close_ends_iteration_after_drain() -> None:
     assert_identity(sub, 5)
 
 
-async def test_get_is_cancel_safe() -> None:
+@pytest.mark.parametrize("reader", ["get", "get_batch"])
+async def test_reads_are_cancel_safe(reader: str) -> None:
     bus = Bus()
     sub = bus.subscribe(policy="block")
+
+    async def read() -> list[Record]:
+        return [await sub.get()] if reader == "get" else await sub.get_batch()
+
     for _ in range(3):
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(sub.get(), 0.001)
+            await asyncio.wait_for(read(), 0.001)
     assert not sub._getters  # timed-out readers leave no dead waiters behind
     await bus.publish(trade(1))
-    assert ids([await asyncio.wait_for(sub.get(), 1)]) == ["1"]
+    assert ids(await asyncio.wait_for(read(), 1)) == ["1"]
     assert sub.delivered == 1
+
+
+@pytest.mark.parametrize("reader", ["get", "get_batch"])
+async def test_a_reader_cancelled_after_its_wake_up_passes_it_on(reader: str) -> None:
+    bus = Bus()
+    sub = bus.subscribe(policy="block")
+
+    async def read() -> list[Record]:
+        return [await sub.get()] if reader == "get" else await sub.get_batch()
+
+    first = asyncio.create_task(read())
+    second = asyncio.create_task(read())
+    await asyncio.sleep(0)  # both wait, first in line
+    await bus.publish(trade(1))  # wakes the first reader only
+    first.cancel()  # before it runs: it leaves without the record
+    assert ids(await asyncio.wait_for(second, 1)) == ["1"]  # the second got the wake-up
+    assert first.cancelled()
 
 
 async def test_get_batch_and_nowait_readers() -> None:
