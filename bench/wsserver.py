@@ -4,11 +4,13 @@
 
 It speaks just enough of Binance's combined-stream protocol for the streamkit pipeline and the
 baseline clients: the HTTP upgrade, ``SUBSCRIBE`` requests answered with
-``{"result":null,"id":n}``, a REST depth snapshot (``GET /api/v3/depth`` -> an empty book
-with ``lastUpdateId`` 1), PING/PONG and close frames. Data frames are built before timing
-(:mod:`frames`); at write time only the 16-digit timestamp is patched in place, so the
-server spends well under a microsecond per message in burst mode and one ``send`` syscall per
-message in paced mode (one message per packet, the case that hurts event-loop readers).
+``{"result":null,"id":n}``, streams named in the upgrade URL (``GET /stream?streams=a/b``,
+the way cryptofeed subscribes: registered at the handshake, no ack), a REST depth snapshot
+(``GET /api/v3/depth`` -> an empty book with ``lastUpdateId`` 1), PING/PONG and close
+frames. Data frames are built before timing (:mod:`frames`); at write time only the 16-digit
+timestamp is patched in place, so the server spends well under a microsecond per message in
+burst mode and one ``send`` syscall per message in paced mode (one message per packet, the
+case that hurts event-loop readers).
 
 Once ``conns`` connections have subscribed (each to ``streams_per_conn`` streams), one sender
 thread streams ``count`` messages per connection, round-robin over the connections, either as
@@ -30,12 +32,13 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from frames import TS_BASE, TS_WIDTH, build_frame, ws_header
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 _CHUNK = 256  # frames per write in burst mode
 
 
@@ -46,6 +49,15 @@ def _cpu() -> float:
 
 def _now_ts() -> bytes:
     return str(TS_BASE + time.monotonic_ns() // 1000).encode()
+
+
+def url_streams(request_line: bytes) -> list[str]:
+    """The streams of a combined-stream URL (``GET /stream?streams=a@aggTrade/b@aggTrade``)."""
+    parts = request_line.split(b" ")
+    if len(parts) < 2:
+        return []
+    query = parse_qs(urlsplit(parts[1].decode()).query)
+    return [s for value in query.get("streams", []) for s in value.split("/") if s]
 
 
 class Conn:
@@ -102,13 +114,24 @@ class Server:
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
             )
-            self.read_frames(Conn(sock), rest)
+            conn = Conn(sock)
+            conn.streams += url_streams(lines[0])
+            self.read_frames(conn, rest)
         except OSError:
             pass
 
+    def register(self, conn: Conn) -> bool:
+        """Count ``conn`` in once it has all its streams (by SUBSCRIBE or in its URL)."""
+        if len(conn.streams) < self.sc["streams_per_conn"]:
+            return False
+        with self.ready:
+            self.conns.append(conn)
+            self.ready.notify_all()
+        return True
+
     def read_frames(self, conn: Conn, buf: bytes) -> None:
         sock = conn.sock
-        registered = False
+        registered = self.register(conn)
         while True:
             while len(buf) >= 2:
                 opcode = buf[0] & 0x0F
@@ -142,11 +165,8 @@ class Server:
                         conn.send(
                             ws_header(len(ack := b'{"result":null,"id":%d}' % msg["id"])) + ack
                         )
-                        if not registered and len(conn.streams) >= self.sc["streams_per_conn"]:
-                            registered = True
-                            with self.ready:
-                                self.conns.append(conn)
-                                self.ready.notify_all()
+                        if not registered:
+                            registered = self.register(conn)
             data = sock.recv(65536)
             if not data:
                 return
