@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import gc
 import json
 import os
@@ -396,6 +397,85 @@ def libcurl_client(port: int, sc: dict[str, Any], rec: Recorder) -> list[Item]:
     return [item_from_frame(decode(v)) for v in values]
 
 
+# --- cryptofeed --------------------------------------------------------------------------------
+
+
+async def cryptofeed_client(port: int, sc: dict[str, Any], rec: Recorder) -> list[Item]:
+    """cryptofeed's Binance feed end to end: its websockets connection (subscribed through
+    the URL, ``/stream?streams=...``, as cryptofeed does), its JSON decoding and
+    normalization into its ``Trade`` objects, its callback; on plain asyncio (``uvloop:
+    False``). Only what would touch the network is replaced: the symbol map (normally from
+    ``GET /api/v3/exchangeInfo``) is set statically, and the address points at the bench
+    server over ``ws://`` (cryptofeed insists on ``wss://``)."""
+    try:
+        from cryptofeed import FeedHandler
+        from cryptofeed.connection import RestEndpoint, Routes, WebsocketEndpoint
+        from cryptofeed.defines import BINANCE, SELL, TRADES
+        from cryptofeed.exchanges import Binance
+        from cryptofeed.symbols import Symbols
+    except ImportError as exc:
+        raise SystemExit(f"skip: cryptofeed not installed ({exc})") from None
+    if sc["kind"] != "trade" or sc["conns"] != 1:
+        raise SystemExit("skip: the cryptofeed baseline reads trades on one connection")
+    # Binance's TRADES channel is <symbol>@aggTrade, the stream the server sends.
+    assert Binance.websocket_channels[TRADES] == "aggTrade"
+    names = [stream_for("trade", i) for i in range(sc["streams_per_conn"])]
+    Symbols.set(BINANCE, {norm: exch for norm, exch, _ in names}, {})
+
+    class BenchBinance(Binance):  # type: ignore[misc]
+        websocket_endpoints = [WebsocketEndpoint(f"wss://127.0.0.1:{port}")]
+        rest_endpoints = [
+            RestEndpoint(
+                f"http://127.0.0.1:{port}",
+                routes=Routes("/api/v3/exchangeInfo", l2book="/api/v3/depth?symbol={}&limit={}"),
+            )
+        ]
+
+        def connect(self) -> list[Any]:
+            conns = super().connect()
+            for conn, *_ in conns:  # WSAsyncConn only accepts wss:// at construction
+                conn.address = "ws://" + conn.address.removeprefix("wss://")
+            return conns
+
+    done = asyncio.get_running_loop().create_future()
+    times, values = rec.times, rec.values
+
+    async def on_trade(t: Any, receipt_timestamp: float) -> None:
+        if not times:
+            rec.first()
+        times.append(now_us())
+        # cryptofeed's timestamp is T / 1000 (T in ms on the venue). The bench's T is
+        # TS_BASE + µs, so round(timestamp * 1000) is T again, exactly: the float keeps
+        # ~0.06 units of error at 1e15, far below the 0.5 that rounding forgives.
+        values.append(
+            (
+                t.symbol.replace("-", ""),
+                int(t.id),
+                (t.price, t.amount, t.side == SELL),
+                round(t.timestamp * 1000) - TS_BASE,
+            )
+        )
+        if len(times) == rec.expected:
+            rec.finish()
+            done.set_result(None)
+
+    config = {"uvloop": False, "log": {"disabled": True}}
+    fh = FeedHandler(config=config)
+    fh.add_feed(
+        BenchBinance(
+            config=config,
+            symbols=[norm for norm, _, _ in names],
+            channels=[TRADES],
+            callbacks={TRADES: on_trade},
+        )
+    )
+    fh.run(start_loop=False, install_signal_handlers=False)
+    await done
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(fh.stop_async(), 5)
+    return rec.values
+
+
 # --- the streamkit pipeline ------------------------------------------------------------------
 
 
@@ -567,6 +647,8 @@ def main() -> None:
         items = asyncio.run(transport_client(args.port, sc, rec))
     elif client == "libcurl":
         items = libcurl_client(args.port, sc, rec)
+    elif client == "cryptofeed":
+        items = asyncio.run(cryptofeed_client(args.port, sc, rec))
     elif client.startswith("streamkit"):
         kind = "curl_cffi" if client.endswith("curl_cffi") else "curl"
         from streamkit import app, config, model, runtime  # noqa: F401  (imported before the freeze)
