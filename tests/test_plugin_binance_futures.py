@@ -363,3 +363,67 @@ def test_plan_and_limits() -> None:
     [plan] = feed.plan()  # 600 streams fit one connection of 1,024
     requests = feed.protocol(plan, "f/0").subscriptions()
     assert [len(r.streams) for r in requests] == [200, 200, 200]
+
+
+def _outcomes(protocol: BinanceFuturesProtocol, frames: list[bytes]) -> list[Any]:
+    """(returned flag, records, actions, acks, rejects) or the exception, per frame."""
+    results: list[Any] = []
+    for frame in frames:
+        out = Output()
+        try:
+            saw = protocol.on_message(frame, 123, out)
+        except Exception as exc:
+            results.append((type(exc), str(exc)))
+            continue
+        results.append((saw, list(out.records), list(out.actions), out.acks, out.rejects))
+    return results
+
+
+DOC_FRAMES = [
+    # Binance's documented USD-M payloads for the channels the capture lacks
+    b'{"stream":"sushiusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1562305380000,'
+    b'"s":"SUSHIUSDT","p":"11.79","i":"11.78","P":"11.80","r":"0.00038167",'
+    b'"T":1562306400000}}',
+    b'{"stream":"sushiusdt@forceOrder","data":{"e":"forceOrder","E":1568014460893,'
+    b'"o":{"s":"SUSHIUSDT","S":"SELL","o":"LIMIT","f":"IOC","q":"0.014","p":"9910",'
+    b'"ap":"9910","X":"FILLED","l":"0.014","z":"0.014","T":1568014460893}}}',
+    b'{"stream":"sushiusdt@ticker","data":{"e":"24hrTicker","E":123456789,"s":"SUSHIUSDT",'
+    b'"p":"0.0015","P":"250.00","w":"0.0018","c":"0.0025","Q":"10","o":"0.0010",'
+    b'"h":"0.0025","l":"0.0010","v":"10000","q":"18","O":0,"C":86400000,"F":0,"L":18150,'
+    b'"n":18151}}',
+]
+
+
+@pytest.mark.parametrize(
+    ("channels", "kinds"),
+    [
+        (["trades", "bbo", "l2_book"], {"Trade", "BBO"}),  # depth: waits for a snapshot
+        (["trades", "candles"], {"Trade", "Candle"}),
+        (
+            ["funding", "liquidations", "ticker", "open_interest"],
+            {"Funding", "Liquidation", "Ticker"},
+        ),
+    ],
+)
+def test_one_pass_decoding_equals_the_generic_path(
+    capture: list[dict[str, Any]], channels: list[str], kinds: set[str]
+) -> None:
+    frames = [r["raw"].encode() for r in capture if r["kind"] != "rest_book_snapshot"]
+    frames += DOC_FRAMES
+    frames += [
+        b'{"stream":"sushiusdt@aggTrade","data":{"e":"bookTicker","E":1}}',  # wrong payload
+        b'{"stream":"sushiusdt@aggTrade","data":{"e":"aggTrade"}}',  # missing fields
+        b'{"stream":"elsewhere@aggTrade","data":{"e":"aggTrade"}}',  # not subscribed
+        b'{"result":null,"id":1}',
+        b"{not json",
+    ]
+    fast = make_protocol(channels=channels)
+    # every channel's payload carries "e" on USD-M (bookTicker too), and a REST-only channel
+    # (open interest) does not keep a connection off the one-pass path
+    assert fast._typed is not None
+    slow = make_protocol(channels=channels)
+    slow._typed = None
+    fast_results, slow_results = _outcomes(fast, frames), _outcomes(slow, frames)
+    assert fast_results == slow_results
+    produced = {type(rec).__name__ for r in fast_results if isinstance(r[0], bool) for rec in r[1]}
+    assert produced == kinds

@@ -58,12 +58,13 @@ class CombinedStreamProtocol(FeedProtocol):
         self._typed_routes: dict[str, tuple[PayloadHandler, str, type[msgspec.Struct]]] = {}
         self._typed: msgspec.json.Decoder[Any] | None = None
         tagged = self.tagged_payloads
-        if plan.streams and all(s.channel in tagged for s in plan.streams):
-            handlers = {c: self.payload_handler(c) for c in {s.channel for s in plan.streams}}
+        streams = self.subscribed_streams()  # REST-only channels never reach on_message
+        if streams and all(s.channel in tagged for s in streams):
+            handlers = {c: self.payload_handler(c) for c in {s.channel for s in streams}}
             self._typed_routes = {
-                s.name: (handlers[s.channel], s.symbol, tagged[s.channel]) for s in plan.streams
+                s.name: (handlers[s.channel], s.symbol, tagged[s.channel]) for s in streams
             }
-            kinds = tuple(dict.fromkeys(tagged[s.channel] for s in plan.streams))
+            kinds = tuple(dict.fromkeys(tagged[s.channel] for s in streams))
             union: Any = kinds[0]
             for kind in kinds[1:]:
                 union = union | kind

@@ -33,8 +33,9 @@ messages per second, 24 h connection lifetime.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -59,7 +60,8 @@ from streamkit.model import (
     Ticker,
     Trade,
 )
-from streamkit_binance.combined import CombinedStreamProtocol
+from streamkit_binance.combined import CombinedStreamProtocol, PayloadHandler
+from streamkit_binance.schemas import KlineEvent
 from streamkit_binance_futures import schemas, symbols
 from streamkit_binance_futures.depth_sync import FuturesDepthSync
 
@@ -80,6 +82,17 @@ SNAPSHOT_DEPTH = 1000
 """The futures depth endpoint serves at most 1,000 levels (Binance's documented sync uses it)."""
 
 _MS = 1_000_000  # Binance times are ms; records carry ns
+
+# channel -> the decoder of its ``data`` payload (the generic, two-pass path)
+_PAYLOAD_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "trades": schemas.agg_trade_decoder,
+    "bbo": schemas.book_ticker_decoder,
+    "l2_book": schemas.depth_update_decoder,
+    "funding": schemas.mark_price_decoder,
+    "liquidations": schemas.force_order_decoder,
+    "ticker": schemas.ticker_decoder,
+    "candles": schemas.kline_decoder,
+}
 _OI_TAG = "oi:"
 
 
@@ -154,6 +167,16 @@ class BinanceFuturesProtocol(CombinedStreamProtocol):
     """One combined-stream connection to Binance USD-M."""
 
     def __init__(self, feed: BinanceFuturesFeed, plan: ConnectionPlan, connection: str) -> None:
+        self._exchange = feed.id  # read per record: a plain attribute, not the property
+        self._handlers: dict[str, PayloadHandler] = {
+            "trades": self._on_trade,
+            "bbo": self._on_bbo,
+            "l2_book": self._on_depth,
+            "funding": self._on_funding,
+            "liquidations": self._on_liquidation,
+            "ticker": self._on_ticker,
+            "candles": self._on_kline,
+        }
         super().__init__(feed, plan, connection)
         self.futures = feed
         self.books: dict[str, FuturesDepthSync] = {}
@@ -174,97 +197,119 @@ class BinanceFuturesProtocol(CombinedStreamProtocol):
         for symbol, url in self.open_interest_urls.items():
             out.actions.append(HttpGet(url, tag=_OI_TAG + symbol))
 
+    tagged_payloads: ClassVar[Mapping[str, type[msgspec.Struct]]] = {
+        "trades": schemas.AggTradeEvent,
+        "bbo": schemas.FuturesBookTickerEvent,
+        "l2_book": schemas.FuturesDepthUpdateEvent,
+        "funding": schemas.MarkPriceEvent,
+        "liquidations": schemas.ForceOrderEvent,
+        "ticker": schemas.FuturesTickerEvent,
+        "candles": schemas.KlineEventTagged,
+    }
+
     def decode_data(
         self, channel: str, symbol: str, raw: msgspec.Raw, recv_ts: int, out: Output
     ) -> None:
-        exchange = self.exchange
-        if channel == "trades":
-            t = schemas.agg_trade_decoder.decode(raw)
-            out.records.append(
-                Trade(
-                    exchange=exchange,
-                    symbol=symbol,
-                    ts=t.trade_time * _MS,
-                    recv_ts=recv_ts,
-                    price=t.price,
-                    size=t.qty,
-                    # m=true: the buyer was the maker, so the taker sold.
-                    side="sell" if t.buyer_is_maker else "buy",
-                    id=str(t.agg_id),
-                )
-            )
-        elif channel == "bbo":
-            b = schemas.book_ticker_decoder.decode(raw)
-            out.records.append(
-                BBO(
-                    exchange=exchange,
-                    symbol=symbol,
-                    ts=b.transaction_time * _MS,
-                    recv_ts=recv_ts,
-                    bid_price=b.bid_price,
-                    bid_size=b.bid_qty,
-                    ask_price=b.ask_price,
-                    ask_size=b.ask_qty,
-                )
-            )
-        elif channel == "l2_book":
-            self.books[symbol].on_diff(schemas.depth_update_decoder.decode(raw), recv_ts, out)
-        elif channel == "funding":
-            self._funding(symbol, schemas.mark_price_decoder.decode(raw), recv_ts, out)
-        elif channel == "liquidations":
-            o = schemas.force_order_decoder.decode(raw).order
-            out.records.append(
-                Liquidation(
-                    exchange=exchange,
-                    symbol=symbol,
-                    ts=o.trade_time * _MS,
-                    recv_ts=recv_ts,
-                    side="buy" if o.side == "BUY" else "sell",
-                    # What the forced order executed at and how much of it filled; an order
-                    # not (yet) filled reports 0 for both, so fall back to the order's own.
-                    price=o.average_price or o.price,
-                    size=o.filled_qty or o.orig_qty,
-                )
-            )
-        elif channel == "ticker":
-            k = schemas.ticker_decoder.decode(raw)
-            out.records.append(
-                Ticker(
-                    exchange=exchange,
-                    symbol=symbol,
-                    ts=k.event_time * _MS,
-                    recv_ts=recv_ts,
-                    last=k.last,
-                    open_24h=k.open,
-                    high_24h=k.high,
-                    low_24h=k.low,
-                    volume_24h=k.volume,
-                    quote_volume_24h=k.quote_volume,
-                )
-            )
-        elif channel == "candles":
-            e = schemas.kline_decoder.decode(raw)
-            c = e.kline
-            out.records.append(
-                Candle(
-                    exchange=exchange,
-                    symbol=symbol,
-                    ts=e.event_time * _MS,
-                    recv_ts=recv_ts,
-                    interval=c.interval,
-                    start=c.start * _MS,
-                    end=c.end * _MS,
-                    open=c.open,
-                    high=c.high,
-                    low=c.low,
-                    close=c.close,
-                    volume=c.volume,
-                    closed=c.closed,
-                    trades=c.trades,
-                )
-            )
+        decoder = _PAYLOAD_DECODERS.get(channel)
+        if decoder is not None:
+            self._handlers[channel](symbol, decoder.decode(raw), recv_ts, out)
 
-    def _funding(self, symbol: str, m: schemas.MarkPrice, recv_ts: int, out: Output) -> None:
+    def payload_handler(self, channel: str) -> PayloadHandler:
+        return self._handlers[channel]
+
+    # One handler per channel, called per message (see CombinedStreamProtocol).
+
+    def _on_trade(self, symbol: str, t: schemas.AggTrade, recv_ts: int, out: Output) -> None:
+        # Trade(exchange, symbol, ts, recv_ts, price, size, side, id); m=true: the buyer was
+        # the maker, so the taker sold.
+        out.records.append(
+            Trade(
+                self._exchange,
+                symbol,
+                t.trade_time * _MS,
+                recv_ts,
+                t.price,
+                t.qty,
+                "sell" if t.buyer_is_maker else "buy",
+                str(t.agg_id),
+            )
+        )
+
+    def _on_bbo(self, symbol: str, b: schemas.FuturesBookTicker, recv_ts: int, out: Output) -> None:
+        out.records.append(
+            BBO(
+                exchange=self._exchange,
+                symbol=symbol,
+                ts=b.transaction_time * _MS,
+                recv_ts=recv_ts,
+                bid_price=b.bid_price,
+                bid_size=b.bid_qty,
+                ask_price=b.ask_price,
+                ask_size=b.ask_qty,
+            )
+        )
+
+    def _on_depth(
+        self, symbol: str, d: schemas.FuturesDepthUpdate, recv_ts: int, out: Output
+    ) -> None:
+        self.books[symbol].on_diff(d, recv_ts, out)
+
+    def _on_liquidation(
+        self, symbol: str, f: schemas.ForceOrder, recv_ts: int, out: Output
+    ) -> None:
+        o = f.order
+        out.records.append(
+            Liquidation(
+                exchange=self._exchange,
+                symbol=symbol,
+                ts=o.trade_time * _MS,
+                recv_ts=recv_ts,
+                side="buy" if o.side == "BUY" else "sell",
+                # What the forced order executed at and how much of it filled; an order not
+                # (yet) filled reports 0 for both, so fall back to the order's own.
+                price=o.average_price or o.price,
+                size=o.filled_qty or o.orig_qty,
+            )
+        )
+
+    def _on_ticker(self, symbol: str, k: schemas.FuturesTicker, recv_ts: int, out: Output) -> None:
+        out.records.append(
+            Ticker(
+                exchange=self._exchange,
+                symbol=symbol,
+                ts=k.event_time * _MS,
+                recv_ts=recv_ts,
+                last=k.last,
+                open_24h=k.open,
+                high_24h=k.high,
+                low_24h=k.low,
+                volume_24h=k.volume,
+                quote_volume_24h=k.quote_volume,
+            )
+        )
+
+    def _on_kline(self, symbol: str, e: KlineEvent, recv_ts: int, out: Output) -> None:
+        c = e.kline
+        out.records.append(
+            Candle(
+                exchange=self._exchange,
+                symbol=symbol,
+                ts=e.event_time * _MS,
+                recv_ts=recv_ts,
+                interval=c.interval,
+                start=c.start * _MS,
+                end=c.end * _MS,
+                open=c.open,
+                high=c.high,
+                low=c.low,
+                close=c.close,
+                volume=c.volume,
+                closed=c.closed,
+                trades=c.trades,
+            )
+        )
+
+    def _on_funding(self, symbol: str, m: schemas.MarkPrice, recv_ts: int, out: Output) -> None:
         if not m.funding_rate:
             return  # a dated contract: mark price only, no funding (check() warns of it)
         try:
@@ -275,7 +320,7 @@ class BinanceFuturesProtocol(CombinedStreamProtocol):
             ) from None
         out.records.append(
             Funding(
-                exchange=self.exchange,
+                exchange=self._exchange,
                 symbol=symbol,
                 ts=m.event_time * _MS,
                 recv_ts=recv_ts,

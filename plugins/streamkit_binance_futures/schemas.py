@@ -15,8 +15,10 @@ import msgspec
 
 from streamkit_binance.schemas import (
     AggTrade,
+    AggTradeEvent,
     DepthSnapshot,
     DepthUpdate,
+    KlineEventTagged,
     Level,
     agg_trade_decoder,
     depth_snapshot_decoder,
@@ -26,13 +28,20 @@ from streamkit_binance.schemas import (
 
 __all__ = [
     "AggTrade",
+    "AggTradeEvent",
     "DepthSnapshot",
     "ForceOrder",
+    "ForceOrderEvent",
     "FuturesBookTicker",
+    "FuturesBookTickerEvent",
     "FuturesDepthUpdate",
+    "FuturesDepthUpdateEvent",
     "FuturesTicker",
+    "FuturesTickerEvent",
+    "KlineEventTagged",
     "Level",
     "MarkPrice",
+    "MarkPriceEvent",
     "OpenInterestAnswer",
     "agg_trade_decoder",
     "book_ticker_decoder",
@@ -117,6 +126,29 @@ class OpenInterestAnswer(msgspec.Struct, gc=False):
     open_interest: Decimal = msgspec.field(name="openInterest")
     symbol: str
     time: int
+
+
+# The same payloads tagged on their "e" field, for the one-pass decoder
+# (CombinedStreamProtocol.tagged_payloads): every USD-M market stream payload carries one,
+# bookTicker included (spot's does not).
+class FuturesBookTickerEvent(FuturesBookTicker, tag_field="e", tag="bookTicker", gc=False):
+    pass
+
+
+class FuturesDepthUpdateEvent(FuturesDepthUpdate, tag_field="e", tag="depthUpdate", gc=False):
+    pass
+
+
+class MarkPriceEvent(MarkPrice, tag_field="e", tag="markPriceUpdate", gc=False):
+    pass
+
+
+class ForceOrderEvent(ForceOrder, tag_field="e", tag="forceOrder", gc=False):
+    pass
+
+
+class FuturesTickerEvent(FuturesTicker, tag_field="e", tag="24hrTicker", gc=False):
+    pass
 
 
 book_ticker_decoder = msgspec.json.Decoder(FuturesBookTicker)
