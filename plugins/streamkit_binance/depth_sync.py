@@ -19,7 +19,7 @@ import enum
 
 from streamkit.book import BookSync, OrderBook
 from streamkit.feed import DecodeError, HttpGet, Output
-from streamkit.model import Status, StatusEvent
+from streamkit.model import Book, Status, StatusEvent
 from streamkit_binance.schemas import DepthSnapshot, DepthUpdate
 
 MAX_BUFFERED = 10_000
@@ -27,6 +27,28 @@ MAX_BUFFERED = 10_000
 slow would be stale anyway)."""
 
 _MS = 1_000_000
+
+
+def delta_record(exchange: str, symbol: str, event: DepthUpdate, recv_ts: int) -> Book:
+    """The ``Book`` delta record one decoded diff becomes, without the book engine.
+
+    The same fields :meth:`BookSync.delta <streamkit.book.BookSync.delta>` publishes once it
+    has applied and verified the diff (:meth:`DepthSync._apply` passes them): ``snapshot``
+    false, the diff's Decimal levels as they decoded, ``seq`` its last update id, ``ts`` its
+    event time in ns. Nothing here checks the update-id chain or the book: it exists to
+    measure decode + normalize apart from apply + verify (``bench/clients.py``,
+    ``streamkit-decode``); a feed publishes through :class:`DepthSync`.
+    """
+    return Book(
+        exchange=exchange,
+        symbol=symbol,
+        ts=event.event_time * _MS,
+        recv_ts=recv_ts,
+        snapshot=False,
+        bids=event.bids,
+        asks=event.asks,
+        seq=event.last_update_id,
+    )
 
 
 class Phase(enum.Enum):
