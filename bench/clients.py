@@ -11,6 +11,11 @@ Clients (the same stream, the same checks):
   ``CURLE_AGAIN``), no decoding, no event loop.
 - ``sk-transport``: streamkit's own transport (``LibcurlTransport``) read in batches, no
   decoding: the like-for-like comparison with ``curl_cffi``.
+- ``cryptofeed``: cryptofeed 2.4's Binance feed end to end (its websockets connection, its
+  decoding and normalization into its ``Trade`` objects, its callback), on plain asyncio.
+- ``streamkit-decode`` (depth): streamkit's transport plus the Binance plugin's decode and
+  normalization of each depth frame into its ``Book`` delta record, without the book engine:
+  issue 5's "decode and normalize" half of the depth target.
 - ``streamkit``: the whole pipeline: transport -> actor -> Binance plugin (msgspec decode,
   normalize into ``Trade``/``Book``, book sync for depth) -> bus -> one consumer reading
   batches (``Subscription.get_batch``). ``streamkit-curl_cffi``: the same on
@@ -346,6 +351,73 @@ async def transport_client(port: int, sc: dict[str, Any], rec: Recorder) -> list
     return [item_from_frame(decode(v)) for v in rec.values]
 
 
+# --- streamkit's transport + the Binance plugin's decode and normalize, no book engine ------
+
+
+async def decode_client(port: int, sc: dict[str, Any], rec: Recorder) -> list[Item]:
+    """LibcurlTransport read in batches, every frame through the Binance plugin's own
+    ``on_message`` (its one-pass msgspec decode of envelope + payload into the wire Struct
+    with Decimal levels, and its routing), each depth diff normalized into the ``Book`` delta
+    record by :func:`streamkit_binance.depth_sync.delta_record`: everything the pipeline does
+    to a depth frame except the book engine (apply + verify), the actor and the bus. Records
+    are reduced as the ``streamkit`` client's consumer reduces them."""
+    from streamkit.config import FeedConfig
+    from streamkit.feed import Output
+    from streamkit.model import Book
+    from streamkit.transport.libcurl import LibcurlTransport
+    from streamkit.transport.options import TransportOptions
+    from streamkit_binance import BinanceFeed
+    from streamkit_binance.depth_sync import delta_record
+    from streamkit_binance.feed import BinanceProtocol
+
+    if sc["kind"] != "depth" or sc["conns"] != 1:
+        raise SystemExit("skip: the decode-only client reads depth on one connection")
+
+    class DecodeOnly(BinanceProtocol):
+        """The plugin's protocol with the depth handler's book engine (DepthSync.on_diff)
+        replaced by the record it would publish."""
+
+        def _on_depth(self, symbol: str, d: Any, recv_ts: int, out: Output) -> None:
+            out.records.append(delta_record(self._exchange, symbol, d, recv_ts))
+
+    symbols = [stream_for("depth", i)[0] for i in range(sc["streams_per_conn"])]
+    feed = BinanceFeed(
+        FeedConfig(exchange="binance", symbols=symbols, channels=["l2_book"]),
+        url=f"ws://127.0.0.1:{port}/stream",
+        rest_url=f"http://127.0.0.1:{port}",
+    )
+    [plan] = feed.plan()
+    protocol = DecodeOnly(feed, plan, "binance/0")
+    t = LibcurlTransport(protocol.url(), TransportOptions())
+    await t.connect()
+    out = Output()
+    on_message = protocol.on_message
+    for request in protocol.subscriptions():
+        await t.send(request.payload)
+    while not out.acks:  # the subscribe ack
+        for frame in await t.recv_batch(1):
+            on_message(frame.data, time.time_ns(), out)
+    out.clear()
+    times, values = rec.times, rec.values
+    records = out.records
+    while len(times) < rec.expected:
+        batch = await t.recv_batch()
+        if not times:
+            rec.first()
+        recv_ts = time.time_ns()  # once per batch, as the actor does
+        now = now_us()
+        for frame in batch:
+            on_message(frame.data, recv_ts, out)
+        for r in records:
+            if type(r) is Book:
+                times.append(now)
+                values.append((r.symbol, depth_seq(r.seq), r.bids[0][0], r.ts))
+        out.clear()
+    rec.finish()
+    await t.close()
+    return [(k.replace("-", ""), seq, v, ts // 1_000_000 - TS_BASE) for k, seq, v, ts in values]
+
+
 # --- libcurl direct ------------------------------------------------------------------------
 
 
@@ -649,6 +721,8 @@ def main() -> None:
         items = libcurl_client(args.port, sc, rec)
     elif client == "cryptofeed":
         items = asyncio.run(cryptofeed_client(args.port, sc, rec))
+    elif client == "streamkit-decode":
+        items = asyncio.run(decode_client(args.port, sc, rec))
     elif client.startswith("streamkit"):
         kind = "curl_cffi" if client.endswith("curl_cffi") else "curl"
         from streamkit import app, config, model, runtime  # noqa: F401  (imported before the freeze)

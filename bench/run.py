@@ -72,8 +72,15 @@ def scenarios(quick: bool) -> dict[str, dict[str, Any]]:
             "streams_per_conn": 1,
             "rate": 0,
             "count": 20_000 if quick else 60_000,
-            "clients": ["floor", "curl_cffi", "sk-transport", "libcurl", "streamkit"],
-            "what": "1.4 KB depth updates (20+20 levels), book sync + verify in the pipeline",
+            "clients": [
+                "floor",
+                "curl_cffi",
+                "sk-transport",
+                "libcurl",
+                "streamkit-decode",
+                "streamkit",
+            ],
+            "what": "1.4 KB depth updates (20+20 levels): decode + normalize, then the pipeline",
         },
         "conns_100": {
             "kind": "trade",
@@ -322,13 +329,15 @@ def targets(rows: list[dict[str, Any]], have_cryptofeed: bool) -> list[dict[str,
         1.2,
         "high",
     )
-    d_sk, d_lc = (
-        get("depth_burst", "streamkit", "msgs_per_s"),
-        get("depth_burst", "libcurl", "msgs_per_s"),
+    # Depth, as issue 5 splits it: decode + normalize (transport and the plugin's decoding
+    # into Book delta records, no book engine: streamkit-decode) against libcurl reading the
+    # same frames without decoding; then the whole pipeline, book engine included.
+    d_dec, d_sk, d_lc = (
+        get("depth_burst", c, "msgs_per_s") for c in ("streamkit-decode", "streamkit", "libcurl")
     )
     target(
-        "depth: msgs/s streamkit / libcurl direct",
-        d_sk / d_lc if d_sk and d_lc else None,
+        "depth: decode + normalize msgs/s / libcurl direct",
+        d_dec / d_lc if d_dec and d_lc else None,
         0.8,
         "high",
     )
