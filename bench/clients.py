@@ -356,11 +356,11 @@ async def transport_client(port: int, sc: dict[str, Any], rec: Recorder) -> list
 
 async def decode_client(port: int, sc: dict[str, Any], rec: Recorder) -> list[Item]:
     """LibcurlTransport read in batches, every frame through the Binance plugin's own
-    ``on_message`` (its one-pass msgspec decode of envelope + payload into the wire Struct
-    with Decimal levels, and its routing), each depth diff normalized into the ``Book`` delta
-    record by :func:`streamkit_binance.depth_sync.delta_record`: everything the pipeline does
-    to a depth frame except the book engine (apply + verify), the actor and the bus. Records
-    are reduced as the ``streamkit`` client's consumer reduces them."""
+    ``on_message`` (its one-pass msgspec decode of envelope + payload into the wire Struct,
+    its routing, and its price interning into Decimal levels), each depth diff normalized into
+    the ``Book`` delta record by :func:`streamkit_binance.depth_sync.delta_record`: everything
+    the pipeline does to a depth frame except the book engine (apply + verify), the actor and
+    the bus. Records are reduced as the ``streamkit`` client's consumer reduces them."""
     from streamkit.config import FeedConfig
     from streamkit.feed import Output
     from streamkit.model import Book
@@ -378,7 +378,8 @@ async def decode_client(port: int, sc: dict[str, Any], rec: Recorder) -> list[It
         replaced by the record it would publish."""
 
         def _on_depth(self, symbol: str, d: Any, recv_ts: int, out: Output) -> None:
-            out.records.append(delta_record(self._exchange, symbol, d, recv_ts))
+            diff = self.books[symbol].diff(d)  # the plugin's price interning
+            out.records.append(delta_record(self._exchange, symbol, diff, recv_ts))
 
     symbols = [stream_for("depth", i)[0] for i in range(sc["streams_per_conn"])]
     feed = BinanceFeed(

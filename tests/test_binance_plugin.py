@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
@@ -12,8 +12,8 @@ import pytest
 from streamkit.config import FeedConfig
 from streamkit.feed import DecodeError, HttpGet, Output, Reconnect, ResyncBook
 from streamkit.model import BBO, Book, Status, StatusEvent, Trade
-from streamkit_binance import BinanceFeed
-from streamkit_binance.depth_sync import Phase
+from streamkit_binance import BinanceFeed, schemas
+from streamkit_binance.depth_sync import Phase, delta_record
 from streamkit_binance.feed import BinanceProtocol
 
 
@@ -292,3 +292,40 @@ def test_malformed_frames_raise_for_the_actor_to_count() -> None:
     with pytest.raises(DecodeError):
         protocol.on_message(b'{"hello":1}', 0, out)
     assert not out.records
+
+
+def test_delta_record_is_what_the_engine_publishes(binance_capture: list[dict[str, Any]]) -> None:
+    # bench/clients.py measures decode + normalize with delta_record(): it must stay equal to
+    # the record the book engine publishes for the same diff.
+    snapshot, diffs = depth_group(binance_capture)
+    protocol = make_protocol(["NKN-USDT"], ["l2_book"])
+    published = [r for r in sync_to_end(protocol, snapshot, diffs).records if isinstance(r, Book)]
+    deltas = {b.seq: b for b in published if not b.snapshot}
+    standalone = make_protocol(["NKN-USDT"], ["l2_book"])
+    sync = standalone.books["NKN-USDT"]
+    compared = 0
+    for i, frame in enumerate(diffs):
+        event = schemas.depth_update_decoder.decode(msgspec.json.encode(json.loads(frame)["data"]))
+        record = delta_record("binance", "NKN-USDT", sync.diff(event), i)
+        if record.seq in deltas:
+            want = deltas[record.seq]
+            assert msgspec.structs.replace(record, recv_ts=want.recv_ts) == want
+            compared += 1
+    assert compared == len(deltas) > 100
+
+
+def test_a_diff_with_a_malformed_price_is_a_decode_error_and_the_book_goes_on(
+    binance_capture: list[dict[str, Any]],
+) -> None:
+    snapshot, diffs = depth_group(binance_capture)
+    protocol = make_protocol(["NKN-USDT"], ["l2_book"])
+    sync_to_end(protocol, snapshot, diffs[:50])
+    bad = diffs[50].replace(b'"b":[["', b'"b":[["x', 1)
+    assert bad != diffs[50]
+    with pytest.raises(InvalidOperation):
+        protocol.on_message(bad, 0, Output())  # the actor counts and reports it
+    out = Output()
+    protocol.on_message(diffs[50], 0, out)  # the same diff, well formed, still applies
+    assert [b.seq for b in out.records if isinstance(b, Book)] == [
+        json.loads(diffs[50])["data"]["u"]
+    ]

@@ -16,10 +16,11 @@ snapshot is all that is needed.
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
-from streamkit.book import BookSync, OrderBook
+from streamkit.book import BookSync, OrderBook, PriceInterner
 from streamkit.feed import DecodeError, HttpGet, Output
-from streamkit.model import Book, Status, StatusEvent
+from streamkit.model import Book, PriceLevel, Status, StatusEvent
 from streamkit_binance.schemas import DepthSnapshot, DepthUpdate
 
 MAX_BUFFERED = 10_000
@@ -29,24 +30,33 @@ slow would be stale anyway)."""
 _MS = 1_000_000
 
 
-def delta_record(exchange: str, symbol: str, event: DepthUpdate, recv_ts: int) -> Book:
+class Diff(NamedTuple):
+    """One decoded diff with its levels' prices interned (Decimal, shared per price)."""
+
+    event: DepthUpdate
+    bids: list[PriceLevel]
+    asks: list[PriceLevel]
+
+
+def delta_record(exchange: str, symbol: str, diff: Diff, recv_ts: int) -> Book:
     """The ``Book`` delta record one decoded diff becomes, without the book engine.
 
     The same fields :meth:`BookSync.delta <streamkit.book.BookSync.delta>` publishes once it
     has applied and verified the diff (:meth:`DepthSync._apply` passes them): ``snapshot``
-    false, the diff's Decimal levels as they decoded, ``seq`` its last update id, ``ts`` its
-    event time in ns. Nothing here checks the update-id chain or the book: it exists to
-    measure decode + normalize apart from apply + verify (``bench/clients.py``,
-    ``streamkit-decode``); a feed publishes through :class:`DepthSync`.
+    false, the diff's Decimal levels, ``seq`` its last update id, ``ts`` its event time in
+    ns. Nothing here checks the update-id chain or the book: it exists to measure decode +
+    normalize apart from apply + verify (``bench/clients.py``, ``streamkit-decode``); a feed
+    publishes through :class:`DepthSync`.
     """
+    event = diff.event
     return Book(
         exchange=exchange,
         symbol=symbol,
         ts=event.event_time * _MS,
         recv_ts=recv_ts,
         snapshot=False,
-        bids=event.bids,
-        asks=event.asks,
+        bids=diff.bids,
+        asks=diff.asks,
         seq=event.last_update_id,
     )
 
@@ -65,7 +75,8 @@ class DepthSync:
         self.snapshot_url = snapshot_url
         self.sync = BookSync(exchange, symbol, connection)
         self.phase = Phase.WAITING
-        self.buffer: list[DepthUpdate] = []
+        self.buffer: list[Diff] = []
+        self.prices = PriceInterner()
         self.snapshot_attempts = 0
         self.dropped_stale = 0
 
@@ -79,6 +90,11 @@ class DepthSync:
 
     # --- diff stream -----------------------------------------------------------------------
 
+    def diff(self, event: DepthUpdate) -> Diff:
+        """``event`` with its prices interned. Raises ``decimal.InvalidOperation`` for a price
+        that is not a number (on_message's caller counts it as a decode error)."""
+        return Diff(event, self.prices(event.bids), self.prices(event.asks))
+
     def on_diff(self, event: DepthUpdate, recv_ts: int, out: Output) -> None:
         """Raises :class:`DecodeError` for a diff whose ids are impossible (``U > u``): kept,
         it would start a sync that no snapshot can ever satisfy (each one would be re-fetched
@@ -89,23 +105,24 @@ class DepthSync:
                 f"depth update for {self.symbol} with first id {event.first_update_id} > "
                 f"last id {event.last_update_id}"
             )
+        diff = self.diff(event)
         if self.phase is Phase.LIVE:
-            if self._apply(event, recv_ts, out, chained=True):
+            if self._apply(diff, recv_ts, out, chained=True):
                 return
             if self.sync.live:
                 return  # a duplicate the book already covers: dropped, not a gap
-            self._start_sync(event, out)  # the chain broke: this event starts the next sync
+            self._start_sync(diff, out)  # the chain broke: this event starts the next sync
             return
         if self.phase is Phase.WAITING:
-            self._start_sync(event, out)
+            self._start_sync(diff, out)
             return
         if len(self.buffer) >= MAX_BUFFERED:
             self.sync.fail(StatusEvent.GAP, "snapshot took too long; buffer full", recv_ts, out)
-            self._start_sync(event, out)
+            self._start_sync(diff, out)
             return
-        self.buffer.append(event)
+        self.buffer.append(diff)
 
-    def _start_sync(self, first: DepthUpdate, out: Output) -> None:
+    def _start_sync(self, first: Diff, out: Output) -> None:
         self.phase = Phase.SYNCING
         self.buffer = [first]
         self.snapshot_attempts = 0
@@ -135,14 +152,14 @@ class DepthSync:
     def on_snapshot(self, snap: DepthSnapshot, recv_ts: int, out: Output) -> None:
         if self.phase is not Phase.SYNCING:
             return  # an answer to a request a later resync superseded
-        if snap.last_update_id < self.buffer[0].first_update_id:
+        if snap.last_update_id < self.buffer[0].event.first_update_id:
             # The snapshot predates the first buffered diff: a later one will cover it.
             self._request_snapshot(out)
             return
-        kept = [e for e in self.buffer if e.last_update_id > snap.last_update_id]
+        kept = [d for d in self.buffer if d.event.last_update_id > snap.last_update_id]
         self.dropped_stale += len(self.buffer) - len(kept)
         self.buffer = []
-        first = kept[0] if kept else None
+        first = kept[0].event if kept else None
         if first and not first.first_update_id <= snap.last_update_id + 1 <= first.last_update_id:
             self.sync.fail(
                 StatusEvent.GAP,
@@ -159,16 +176,17 @@ class DepthSync:
             self.phase = Phase.WAITING
             return
         self.phase = Phase.LIVE
-        for event in kept:
+        for diff in kept:
             # The first kept diff straddles the snapshot id; the rest must chain exactly.
-            if not self._apply(event, recv_ts, out, chained=event is not first):
-                self._start_sync(event, out)
+            if not self._apply(diff, recv_ts, out, chained=diff.event is not first):
+                self._start_sync(diff, out)
                 return
 
-    def _apply(self, event: DepthUpdate, recv_ts: int, out: Output, *, chained: bool) -> bool:
+    def _apply(self, diff: Diff, recv_ts: int, out: Output, *, chained: bool) -> bool:
+        event = diff.event
         published = self.sync.delta(
-            event.bids,
-            event.asks,
+            diff.bids,
+            diff.asks,
             seq=event.last_update_id,
             prev_seq=event.first_update_id - 1 if chained else None,
             ts=event.event_time * _MS,

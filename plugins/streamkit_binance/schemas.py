@@ -12,6 +12,9 @@ from typing import Any
 import msgspec
 
 Level = tuple[Decimal, Decimal]
+RawLevel = tuple[str, Decimal]
+"""A diff's level as decoded: the price as Binance's string (the book engine's
+:class:`~streamkit.book.PriceInterner` turns it into a shared Decimal), the size a Decimal."""
 
 
 class ErrorBody(msgspec.Struct, gc=False):
@@ -77,8 +80,8 @@ class DepthUpdate(msgspec.Struct, gc=False):
     symbol: str = msgspec.field(name="s")
     first_update_id: int = msgspec.field(name="U")
     last_update_id: int = msgspec.field(name="u")
-    bids: list[Level] = msgspec.field(name="b")
-    asks: list[Level] = msgspec.field(name="a")
+    bids: list[RawLevel] = msgspec.field(name="b")
+    asks: list[RawLevel] = msgspec.field(name="a")
 
 
 class DepthSnapshot(msgspec.Struct, gc=False):

@@ -18,16 +18,25 @@ with a new snapshot: the diff stream itself is intact.
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
-from streamkit.book import BookSync, OrderBook
+from streamkit.book import BookSync, OrderBook, PriceInterner
 from streamkit.feed import HttpGet, Output
-from streamkit.model import Status, StatusEvent
+from streamkit.model import PriceLevel, Status, StatusEvent
 from streamkit_binance_futures.schemas import DepthSnapshot, FuturesDepthUpdate
 
 MAX_BUFFERED = 10_000
 """Diffs buffered while a snapshot is in flight; past this the sync restarts."""
 
 _MS = 1_000_000
+
+
+class Diff(NamedTuple):
+    """One decoded diff with its levels' prices interned (Decimal, shared per price)."""
+
+    event: FuturesDepthUpdate
+    bids: list[PriceLevel]
+    asks: list[PriceLevel]
 
 
 class Phase(enum.Enum):
@@ -49,7 +58,8 @@ class FuturesDepthSync:
         self.snapshot_url = snapshot_url
         self.sync = BookSync(exchange, symbol, connection)
         self.phase = Phase.WAITING
-        self.buffer: list[FuturesDepthUpdate] = []
+        self.buffer: list[Diff] = []
+        self.prices = PriceInterner()
         self.snapshot_id = 0
         self.snapshot_attempts = 0
         self.dropped_stale = 0
@@ -66,19 +76,24 @@ class FuturesDepthSync:
     # --- diff stream -----------------------------------------------------------------------
 
     def on_diff(self, event: FuturesDepthUpdate, recv_ts: int, out: Output) -> None:
+        """Raises ``decimal.InvalidOperation`` for a price that is not a number (on_message's
+        caller counts it as a decode error)."""
+        self._on_diff(Diff(event, self.prices(event.bids), self.prices(event.asks)), recv_ts, out)
+
+    def _on_diff(self, diff: Diff, recv_ts: int, out: Output) -> None:
         if self.phase is Phase.LIVE:
-            self._apply_chained(event, recv_ts, out)
+            self._apply_chained(diff, recv_ts, out)
         elif self.phase is Phase.BRIDGING:
-            self._bridge(event, recv_ts, out)
+            self._bridge(diff, recv_ts, out)
         elif self.phase is Phase.WAITING:
-            self._start_sync(event, out)
+            self._start_sync(diff, out)
         elif len(self.buffer) >= MAX_BUFFERED:
             self.sync.fail(StatusEvent.GAP, "snapshot took too long; buffer full", recv_ts, out)
-            self._start_sync(event, out)
+            self._start_sync(diff, out)
         else:
-            self.buffer.append(event)
+            self.buffer.append(diff)
 
-    def _start_sync(self, first: FuturesDepthUpdate, out: Output) -> None:
+    def _start_sync(self, first: Diff, out: Output) -> None:
         self.phase = Phase.SYNCING
         self.buffer = [first]
         self.snapshot_attempts = 0
@@ -108,7 +123,7 @@ class FuturesDepthSync:
     def on_snapshot(self, snap: DepthSnapshot, recv_ts: int, out: Output) -> None:
         if self.phase is not Phase.SYNCING:
             return  # an answer to a request a later resync superseded
-        if snap.last_update_id < self.buffer[0].first_update_id:
+        if snap.last_update_id < self.buffer[0].event.first_update_id:
             # The snapshot predates every buffered event: no event can straddle it, and a
             # later snapshot will. Not a gap in the data, so no status record.
             self._request_snapshot(out)
@@ -121,8 +136,8 @@ class FuturesDepthSync:
             self.phase = Phase.WAITING
             return
         self.phase = Phase.BRIDGING
-        for i, event in enumerate(buffered):
-            self.on_diff(event, recv_ts, out)
+        for i, diff in enumerate(buffered):
+            self._on_diff(diff, recv_ts, out)
             if self.phase is Phase.SYNCING:
                 # The chain broke inside the buffer: the event that broke it started a new
                 # sync; the rest belong to that sync's buffer.
@@ -131,9 +146,10 @@ class FuturesDepthSync:
 
     # --- applying --------------------------------------------------------------------------
 
-    def _bridge(self, event: FuturesDepthUpdate, recv_ts: int, out: Output) -> None:
+    def _bridge(self, diff: Diff, recv_ts: int, out: Output) -> None:
         """Steps 3 and 4: skip events the snapshot covers; the first kept one must straddle
         the snapshot id, and is applied without a chain check (nothing precedes it)."""
+        event = diff.event
         last_id = self.snapshot_id
         if event.last_update_id < last_id:
             self.dropped_stale += 1
@@ -146,21 +162,20 @@ class FuturesDepthSync:
                 recv_ts,
                 out,
             )
-            self._start_sync(event, out)
+            self._start_sync(diff, out)
             return
         self.phase = Phase.LIVE
-        self._publish(event, recv_ts, out, prev_seq=None)
+        self._publish(diff, recv_ts, out, prev_seq=None)
 
-    def _apply_chained(self, event: FuturesDepthUpdate, recv_ts: int, out: Output) -> None:
+    def _apply_chained(self, diff: Diff, recv_ts: int, out: Output) -> None:
         """Step 5: ``pu`` must be the book's last ``u`` (BookSync checks it as prev_seq)."""
-        self._publish(event, recv_ts, out, prev_seq=event.prev_last_update_id)
+        self._publish(diff, recv_ts, out, prev_seq=diff.event.prev_last_update_id)
 
-    def _publish(
-        self, event: FuturesDepthUpdate, recv_ts: int, out: Output, *, prev_seq: int | None
-    ) -> bool:
+    def _publish(self, diff: Diff, recv_ts: int, out: Output, *, prev_seq: int | None) -> bool:
+        event = diff.event
         published = self.sync.delta(
-            event.bids,
-            event.asks,
+            diff.bids,
+            diff.asks,
             seq=event.last_update_id,
             prev_seq=prev_seq,
             ts=event.transaction_time * _MS,
@@ -173,5 +188,5 @@ class FuturesDepthSync:
             # Verification failed (broken chain or crossed book): BookSync reported it; this
             # event starts the next sync. Not published and still live means the book
             # already covers this event (a replay): dropped, not a gap.
-            self._start_sync(event, out)
+            self._start_sync(diff, out)
         return published
