@@ -7,6 +7,7 @@ pausing on a full receive queue, the default factory kind).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import socket
 import ssl
@@ -23,6 +24,7 @@ from aiohttp import WSMsgType, web
 from test_transport_curl import WsServer, self_signed  # noqa: F401
 
 from streamkit.errors import ConnectError, ConnectionClosed, MessageTooLarge, TransportError
+from streamkit.transport import libcurl
 from streamkit.transport.base import Frame, Transport, TransportState
 from streamkit.transport.curl_common import set_max_concurrent_connects
 from streamkit.transport.factory import make_transport
@@ -38,6 +40,35 @@ def _raw_frame(opcode: int, payload: bytes, fin: bool) -> bytes:
     return head + bytes([126]) + struct.pack("!H", len(payload)) + payload
 
 
+# A stream mixing what the C accelerator reads itself (whole TEXT/BINARY frames, one at the
+# limit) with what it leaves to Python (fragments, a PING between fragments, an unsolicited
+# PONG), long enough to span several of its batches; (opcode, payload, fin).
+MIXED_LIMIT = 1000
+MIXED: list[tuple[int, bytes, bool]] = [
+    *[(0x1, f"t{i}".encode(), True) for i in range(20)],
+    (0x2, b"\x00\xff", True),
+    (0x1, b"frag", False),
+    (0x9, b"ping between", True),
+    (0x0, b"ment", False),
+    (0x0, b"ed", True),
+    (0xA, b"unsolicited", True),
+    *[(0x1, f"u{i}".encode(), True) for i in range(20)],
+    (0x1, b"x" * MIXED_LIMIT, True),
+    (0x2, b"\x01", False),
+    (0x0, b"\x02", True),
+    *[(0x1, f"v{i}".encode(), True) for i in range(5)],
+]
+MIXED_FRAMES = [
+    *[Frame(f"t{i}".encode()) for i in range(20)],
+    Frame(b"\x00\xff", binary=True),
+    Frame(b"fragmented"),
+    *[Frame(f"u{i}".encode()) for i in range(20)],
+    Frame(b"x" * MIXED_LIMIT),
+    Frame(b"\x01\x02", binary=True),
+    *[Frame(f"v{i}".encode()) for i in range(5)],
+]
+
+
 class FastWsServer(WsServer):
     """The shared scenarios plus raw-frame ones aiohttp cannot produce by itself."""
 
@@ -47,6 +78,7 @@ class FastWsServer(WsServer):
         self.app.router.add_get("/fragments", self.fragments)
         self.app.router.add_get("/large/{n}", self.large)
         self.app.router.add_get("/server-pings", self.server_pings)
+        self.app.router.add_get("/mixed/{end}", self.mixed)
 
     async def fragments(self, request: web.Request) -> web.WebSocketResponse:
         ws = await self._ws(request)
@@ -63,6 +95,18 @@ class FastWsServer(WsServer):
             + _raw_frame(0x0, b"\x02", True)
             + _raw_frame(0x1, b"whole", True)
         )
+        await ws.receive()
+        return ws
+
+    async def mixed(self, request: web.Request) -> web.WebSocketResponse:
+        ws = await self._ws(request)
+        transport = request.transport
+        assert transport is not None
+        if request.match_info["end"] == "close":
+            end = _raw_frame(0x8, struct.pack("!H", 4001) + b"mixed done", True)
+        else:  # one byte over max_message_size, in one frame and one read
+            end = _raw_frame(0x1, b"y" * (MIXED_LIMIT + 1), True)
+        transport.write(b"".join(_raw_frame(*f) for f in MIXED) + end)
         await ws.receive()
         return ws
 
@@ -261,6 +305,85 @@ async def test_message_larger_than_the_receive_buffer(server: FastWsServer) -> N
     t = await connected(server.url(f"/large/{n}"))
     try:
         assert await recv_n(t, 2) == [Frame(b"x" * n), Frame(b"after")]
+    finally:
+        await t.close()
+
+
+# --- the C accelerator and the pure-Python loop -------------------------------------------------
+
+
+def test_speedups_are_used_when_built_unless_disabled() -> None:
+    built = importlib.util.find_spec("_streamkit_speedups") is not None
+    disabled = os.environ.get("STREAMKIT_NO_SPEEDUPS") == "1"
+    assert libcurl.SPEEDUPS is (built and not disabled)
+
+
+@pytest.fixture(params=["c", "python"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Connections made in the test read with the C accelerator or the pure-Python loop,
+    whatever STREAMKIT_NO_SPEEDUPS says."""
+    path: str = request.param
+    if path == "c":
+        speedups = pytest.importorskip("_streamkit_speedups", reason="accelerator not built")
+        monkeypatch.setattr(libcurl, "_Reader", speedups.Reader)
+    else:
+        monkeypatch.setattr(libcurl, "_Reader", None)
+    return path
+
+
+@pytest.mark.parametrize("queue", [8, 1000])
+@pytest.mark.parametrize("end", ["close", "oversize"])
+async def test_mixed_stream_is_delivered_alike_by_both_read_paths(
+    server: FastWsServer, read_path: str, end: str, queue: int
+) -> None:
+    t = await connected(
+        server.url(f"/mixed/{end}"),
+        max_message_size=MIXED_LIMIT,
+        recv_queue_size=queue,
+        drain_on_error=True,  # the messages before the oversize one are delivered too
+    )
+    try:
+        assert (t._reader is not None) is (read_path == "c")
+        await asyncio.sleep(0.1)  # all of it in one read: batches, pending frames, pauses
+        got: list[Frame] = []
+        expected_error = ConnectionClosed if end == "close" else MessageTooLarge
+        with pytest.raises(expected_error) as info:
+            async with asyncio.timeout(3):
+                while True:
+                    got += await t.recv_batch(5)
+        assert got == MIXED_FRAMES
+        assert all(type(f) is Frame and type(f.binary) is bool for f in got)
+        assert t.last_pong is not None
+        if end == "close":
+            assert isinstance(info.value, ConnectionClosed)
+            assert (info.value.code, info.value.reason) == (4001, "mixed done")
+        else:
+            assert f"message of {MIXED_LIMIT + 1} bytes" in str(info.value)
+        assert t._reader is None  # released with the handle
+    finally:
+        await t.close()
+
+
+async def test_time_slice_ends_a_drain_at_the_same_message_on_both_read_paths(
+    server: FastWsServer, read_path: str
+) -> None:
+    # The clock is read every 16th data frame: the first read starts the slice, the second
+    # (32nd frame, fragments included) finds it used up and the drain yields.
+    t = await connected(
+        server.url("/mixed/close"), max_message_size=MIXED_LIMIT, recv_time_slice=1e-9
+    )
+    queued: list[int] = []
+    t.set_receiver(lambda: queued.append(len(t._frames)))
+    try:
+        assert (t._reader is not None) is (read_path == "c")
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(3):
+                while True:
+                    await asyncio.sleep(0.05)
+                    t._check_readable()
+        # first drain: t0-t19, the binary one, "fragmented" (3 frames), u0-u7 = 30 messages
+        assert queued[:2] == [30, len(MIXED_FRAMES)]
+        assert t.take_batch(100) == MIXED_FRAMES
     finally:
         await t.close()
 

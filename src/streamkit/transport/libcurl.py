@@ -16,6 +16,10 @@ How this one reads:
   checks its return code (``CURLE_AGAIN`` means "nothing more", no exception is raised) until
   **libcurl** says it would block, not the socket: TLS may hold decrypted records that the
   socket no longer signals.
+* When the optional C accelerator ``_streamkit_speedups`` is built (the wheel build compiles
+  it when a compiler is available; ``STREAMKIT_NO_SPEEDUPS=1`` turns it off), it runs that
+  loop for the common frame, a whole TEXT/BINARY message in one read, and hands every other
+  frame to the Python code, which is the reference and the fallback (:data:`SPEEDUPS`).
 * Fragments (``CURLWS_CONT``) and frames larger than the receive buffer (``bytesleft``) are
   reassembled; whole messages go to a deque, and one future wakes the actor waiting in
   :meth:`LibcurlTransport.recv_batch`, which takes everything queued in one call. In push
@@ -45,10 +49,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from curl_cffi import Curl, CurlECode, CurlError, CurlInfo, CurlOpt, CurlWsFlag
 from curl_cffi._wrapper import ffi, lib
@@ -68,7 +73,10 @@ from streamkit.transport.curl_common import (
 )
 from streamkit.transport.options import TransportOptions
 
-__all__ = ["RECV_BUFFER_SIZE", "LibcurlTransport"]
+if TYPE_CHECKING:
+    from _streamkit_speedups import Reader
+
+__all__ = ["RECV_BUFFER_SIZE", "SPEEDUPS", "LibcurlTransport"]
 
 #: Bytes ``curl_ws_recv`` may return per call; larger frames arrive in parts (``bytesleft``).
 RECV_BUFFER_SIZE: Final = 64 * 1024
@@ -91,6 +99,40 @@ _CLOCK_EVERY: Final = 16
 _ws_recv = lib.curl_ws_recv
 _unpack = ffi.unpack
 _monotonic = time.monotonic  # the clock asyncio's loop.time() reads
+
+
+def _address(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+def _load_speedups() -> type[Reader] | None:
+    """The optional C accelerator's reader class (``_streamkit_speedups``, compiled by the
+    wheel build when a compiler is available), or None: not built, disabled with
+    ``STREAMKIT_NO_SPEEDUPS=1``, or curl_cffi's ``struct curl_ws_frame`` is not laid out
+    the way the C code reads it."""
+    if os.environ.get("STREAMKIT_NO_SPEEDUPS") == "1":
+        return None
+    try:
+        import _streamkit_speedups as speedups
+    except ImportError:
+        return None
+    layout = (
+        ffi.sizeof("struct curl_ws_frame"),
+        ffi.offsetof("struct curl_ws_frame", "flags"),
+        ffi.offsetof("struct curl_ws_frame", "bytesleft"),
+    )
+    if layout != (speedups.FRAME_STRUCT_SIZE, speedups.FLAGS_OFFSET, speedups.BYTESLEFT_OFFSET):
+        return None
+    return speedups.Reader
+
+
+#: The reader class connections use when the C accelerator is in use, else None (tests
+#: patch it to compare both paths on one stream).
+_Reader = _load_speedups()
+#: True when new connections read with the C accelerator (``_streamkit_speedups``); the
+#: pure-Python loop in :meth:`LibcurlTransport._drain` is the fallback and the reference.
+SPEEDUPS: Final = _Reader is not None
+_WS_RECV_ADDRESS: Final = _address(ffi.addressof(lib, "curl_ws_recv"))
 
 
 class _Outgoing:
@@ -151,6 +193,8 @@ class LibcurlTransport:
         self._limits = (options.max_message_size, options.recv_queue_size)
         self._nrecv = ffi.new("size_t *")
         self._meta = ffi.new("struct curl_ws_frame **")
+        # The C accelerator's loop over the same handle, buffer and out-params (connect()).
+        self._reader: Reader | None = None
         # send side
         self._nsent = ffi.new("size_t *")
         self._outgoing: deque[_Outgoing] = deque()
@@ -227,6 +271,20 @@ class LibcurlTransport:
         self._curl = curl
         self._handle = curl._curl  # the CURL*: curl_ws_recv/curl_ws_send take it directly
         self._fd = cast(int, curl.getinfo(CurlInfo.ACTIVESOCKET))
+        if _Reader is not None:
+            # It holds raw addresses: self keeps the handle (until _release closes the
+            # reader), the buffer and the out-params alive.
+            self._reader = _Reader(
+                _WS_RECV_ADDRESS,
+                _address(self._handle),
+                _address(self._buf),
+                RECV_BUFFER_SIZE,
+                _address(self._nrecv),
+                _address(self._meta),
+                Frame,
+                self._frames,
+                self._options.max_message_size,
+            )
         self._state = TransportState.OPEN
         loop.add_reader(self._fd, self._drain)
         self._reading = True
@@ -362,7 +420,12 @@ class LibcurlTransport:
 
         Called by the event loop when the socket is readable, and through ``call_soon`` to
         continue a drain that hit its time slice or to pick up frames libcurl buffered while
-        reading was paused. Never raises: failures end the connection (:meth:`_fail`)."""
+        reading was paused. Never raises: failures end the connection (:meth:`_fail`).
+
+        With the C accelerator (:data:`SPEEDUPS`), ``self._reader`` reads and queues the
+        whole, unfragmented data messages within ``max_message_size`` in batches that end
+        where this loop checks the queue size and the clock; every other frame is left in
+        the buffer for the code below, which is the whole reference implementation."""
         self._drain_pending = False
         handle = self._handle
         if handle is None or self._paused:
@@ -372,6 +435,8 @@ class LibcurlTransport:
         unpack = _unpack
         frames = self._frames
         append = frames.append
+        parts = self._parts  # never rebound: cleared in place
+        reader = self._reader
         # tuple.__new__ skips the NamedTuple's Python-level __new__: half the cost per message
         new_frame = tuple.__new__
         limit, queue_size = self._limits
@@ -382,8 +447,17 @@ class LibcurlTransport:
         count = 0
         try:
             while True:
-                rc = recv(handle, buf, RECV_BUFFER_SIZE, nrecv, meta)
-                if rc:
+                if reader is None or parts:
+                    rc = recv(handle, buf, RECV_BUFFER_SIZE, nrecv, meta)
+                else:
+                    # At most up to the next queue-size or clock check: only the batch's last
+                    # message can trip one, so the checks below see what they would see
+                    # message by message. rc -1: the batch is full, nothing is pending.
+                    room = queue_size - len(frames)
+                    batch = _CLOCK_EVERY - count % _CLOCK_EVERY
+                    rc, got = reader.drain(batch if batch <= room else room if room > 0 else 1)
+                    count += got
+                if rc > 0:
                     if rc != _AGAIN:
                         if not self._recv_error(rc):
                             return
@@ -392,44 +466,48 @@ class LibcurlTransport:
                         # and answered with a PONG it has only queued (see _flush_auto_pong).
                         self._flush_auto_pong()
                     break
-                frame = meta[0]
-                flags = frame.flags
-                if flags & _DATA:
-                    n = nrecv[0]
-                    if not (flags & _CONT or frame.bytesleft or self._parts):
-                        # The common case: a whole message in one frame and one read.
-                        if n > limit:
-                            self._too_large(n)
+                if not rc:  # a frame waits in buf/meta
+                    frame = meta[0]
+                    flags = frame.flags
+                    if flags & _DATA:
+                        n = nrecv[0]
+                        if not (flags & _CONT or frame.bytesleft or parts):
+                            # The common case: a whole message in one frame and one read.
+                            if n > limit:
+                                self._too_large(n)
+                                return
+                            append(new_frame(Frame, (unpack(buf, n), bool(flags & _BINARY))))
+                        elif not self._fragment(flags, n, frame.bytesleft):
                             return
-                        append(new_frame(Frame, (unpack(buf, n), bool(flags & _BINARY))))
-                    elif not self._fragment(flags, n, frame.bytesleft):
+                        count += 1
+                    elif flags & _CLOSE:
+                        if not self._control_frame(nrecv[0], frame.bytesleft):
+                            continue  # more of the close payload follows
+                        self._peer_closed(b"".join(self._control))
                         return
-                    if len(frames) >= queue_size:
-                        if self._closing:
-                            frames.clear()  # close() waits for the peer's close frame only
-                        elif not self._queue_full():
-                            return
-                    if self._paused:
-                        break
-                    count += 1
-                    if count % _CLOCK_EVERY == 0:
-                        now = _monotonic()
-                        if not deadline:
-                            deadline = now + self._options.recv_time_slice
-                        elif now >= deadline:
-                            self._schedule_drain()  # the time slice is used up: yield
-                            break
-                elif flags & _CLOSE:
-                    if not self._control_frame(nrecv[0], frame.bytesleft):
-                        continue  # more of the close payload follows
-                    self._peer_closed(b"".join(self._control))
-                    return
-                elif flags & _PONG:
-                    self.last_pong = time.monotonic()
-                    if frame.bytesleft:
-                        self._control_frame(nrecv[0], frame.bytesleft)
                     else:
-                        self._control.clear()
+                        if flags & _PONG:
+                            self.last_pong = time.monotonic()
+                            if frame.bytesleft:
+                                self._control_frame(nrecv[0], frame.bytesleft)
+                            else:
+                                self._control.clear()
+                        continue
+                # After a data frame (or a batch from the reader):
+                if len(frames) >= queue_size:
+                    if self._closing:
+                        frames.clear()  # close() waits for the peer's close frame only
+                    elif not self._queue_full():
+                        return
+                if self._paused:
+                    break
+                if count % _CLOCK_EVERY == 0:
+                    now = _monotonic()
+                    if not deadline:
+                        deadline = now + self._options.recv_time_slice
+                    elif now >= deadline:
+                        self._schedule_drain()  # the time slice is used up: yield
+                        break
             if self._retries:
                 self._retries = 0
         finally:
@@ -711,6 +789,9 @@ class LibcurlTransport:
         self._reading = self._writing = False
         self._paused = False
         self._outgoing.clear()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         while self._room:
             waiter = self._room.popleft()
             if not waiter.done():
