@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any
 
@@ -67,7 +66,8 @@ class SpeedupsBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         from setuptools.command.build_ext import build_ext
 
         source = os.path.join(self.root, SOURCE)
-        extension = Extension(MODULE, sources=[source], extra_compile_args=_compile_args())
+        # The interpreter's own compiler flags (sysconfig), optimised builds included.
+        extension = Extension(MODULE, sources=[source])
         dist = Distribution({"name": "streamkit-speedups", "ext_modules": [extension]})
         cmd = build_ext(dist)
         cmd.build_lib = out
@@ -79,9 +79,3 @@ class SpeedupsBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         if not os.path.isfile(built):
             raise FileNotFoundError(built)
         return built
-
-
-def _compile_args() -> list[str]:
-    if sys.platform == "win32":
-        return ["/O2"]
-    return ["-O2"]
