@@ -11,7 +11,7 @@ import asyncio
 import json
 import zlib
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any
 
@@ -413,6 +413,31 @@ def test_seq_id_chain_applies_and_detects_a_skipped_update(
     protocol.on_message(frames[21], 0, out)  # frames[20] skipped
     assert status_events(out) == [StatusEvent.GAP, StatusEvent.RESYNC]
     assert of_type(out.records, Book) == []
+
+
+def test_malformed_price_fails_the_whole_frame_and_leaves_the_book(
+    capture: list[dict[str, Any]],
+) -> None:
+    """Prices decode as strings and are interned in on_message: a price that is not a number
+    raises there (the actor counts it as a decode error) before any entry of the frame
+    reaches the book, and the stream goes on."""
+    frames = group_frames(capture, "okx-books-BTC-USDT")
+    protocol = make_protocol()
+    out = Output()
+    feed_all(protocol, frames[:5], out)
+    sync = protocol.books["BTC-USDT"]
+    before = as_strings(sync.book.bids), as_strings(sync.book.asks)
+    msg = json.loads(frames[5])
+    bad = json.loads(json.dumps(msg["data"][0]))
+    bad["bids"] = [["30000.x", "1", "0", "1"]]
+    msg["data"].append(bad)  # a valid entry first: it must not be applied either
+    out.clear()
+    with pytest.raises(InvalidOperation):
+        protocol.on_message(json.dumps(msg).encode(), 0, out)
+    assert out.records == [] and out.actions == []
+    assert (as_strings(sync.book.bids), as_strings(sync.book.asks)) == before
+    feed_all(protocol, frames[5:], out)
+    assert status_events(out) == [] and len(of_type(out.records, Book)) == len(frames) - 5
 
 
 def test_checksum_uses_plain_digits_for_tiny_sizes() -> None:

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar
 
-from streamkit.book import BookSync
+from streamkit.book import BookSync, PriceInterner
 from streamkit.feed import (
     Action,
     ConnectionPlan,
@@ -61,7 +61,6 @@ from streamkit.model import (
     Funding,
     Liquidation,
     OpenInterest,
-    PriceLevel,
     Status,
     StatusEvent,
     Ticker,
@@ -69,7 +68,7 @@ from streamkit.model import (
 )
 from streamkit_okx import schemas, symbols
 from streamkit_okx.checksum import okx_checksum
-from streamkit_okx.schemas import Arg, BookLevel, Envelope
+from streamkit_okx.schemas import Arg, Envelope
 
 CHANNELS: dict[str, str] = {
     "trades": "trades",
@@ -185,6 +184,8 @@ class OkxProtocol(FeedProtocol):
         # Liquidations arrive per instType; only these instIds are published.
         self.liquidation_symbols: dict[str, str] = {}
         self.books: dict[str, BookSync] = {}
+        # instId -> its books' price strings -> shared Decimals (one cache per book).
+        self.prices: dict[str, PriceInterner] = {}
         for stream in plan.streams:
             inst_id = feed.exchange_symbol(stream.symbol)
             if stream.channel == "liquidations":
@@ -195,6 +196,7 @@ class OkxProtocol(FeedProtocol):
                 self.books[inst_id] = BookSync(
                     feed.id, stream.symbol, connection, checksum=okx_checksum
                 )
+                self.prices[inst_id] = PriceInterner()
         self.pending: dict[str, set[ArgKey]] = {}
         """Request key -> its args OKX has not acknowledged yet."""
         self.request_of: dict[ArgKey, str] = {}
@@ -316,14 +318,27 @@ class OkxProtocol(FeedProtocol):
             )
 
     def _on_books(self, env: Envelope, arg: Arg, recv_ts: int, out: Output) -> None:
-        sync = self.books.get(arg.inst_id or "")
+        """Raises ``decimal.InvalidOperation`` for a level price that is not a number (the
+        actor counts it as a decode error, like msgspec's)."""
+        inst_id = arg.inst_id or ""
+        sync = self.books.get(inst_id)
         if sync is None:
             raise DecodeError(f"books data for {arg.inst_id!r}, not subscribed here")
         snapshot = env.action == "snapshot"
         if not snapshot and env.action != "update":
             raise DecodeError(f"books frame with action {env.action!r}")
-        for d in schemas.book_decoder.decode(env.data):
-            bids, asks = _levels(d.bids), _levels(d.asks)
+        prices = self.prices[inst_id]
+        # Every entry's prices are interned before the first entry reaches the book, so a
+        # malformed price fails the whole frame, as a msgspec error would.
+        entries = [
+            (
+                d,
+                prices((level[0], level[1]) for level in d.bids),
+                prices((level[0], level[1]) for level in d.asks),
+            )
+            for d in schemas.book_decoder.decode(env.data)
+        ]
+        for d, bids, asks in entries:
             if snapshot:
                 sync.snapshot(
                     bids,
@@ -475,10 +490,6 @@ class OkxProtocol(FeedProtocol):
             detail=detail,
             connection=self.connection,
         )
-
-
-def _levels(levels: list[BookLevel]) -> list[PriceLevel]:
-    return [(level[0], level[1]) for level in levels]
 
 
 def _dec(text: str) -> Decimal | None:

@@ -10,7 +10,8 @@ Every frame but the text ``pong`` is one JSON object:
 is parsed once. OKX sends numbers (times, ids) as strings: the data Decoders are non-strict,
 which lets msgspec turn ``"1652459225464"`` into an int. Prices and sizes decode straight into
 Decimal, except in the low-rate channels (tickers, funding) where OKX may send ``""`` for an
-absent value: those stay strings and are converted field by field.
+absent value: those stay strings and are converted field by field. ``books`` level prices also
+stay strings: the plugin interns them (:class:`~streamkit.book.PriceInterner`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ class Envelope(msgspec.Struct, gc=False):
     conn_id: str | None = msgspec.field(default=None, name="connId")
 
 
-BookLevel = tuple[Decimal, Decimal, str, str]
-"""``[price, size, deprecated liquidated-orders "0", number of orders]``."""
+BookLevel = tuple[str, Decimal, str, str]
+"""A ``books`` level: ``[price, size, deprecated liquidated-orders "0", number of orders]``.
+The price stays OKX's string: the plugin maps it through the instrument's
+:class:`~streamkit.book.PriceInterner` to a shared Decimal (the book hashes every level's price
+on every update, and hashing a fresh Decimal is slow)."""
+
+BboLevel = tuple[Decimal, Decimal, str, str]
+"""A ``bbo-tbt`` level, same fields as :data:`BookLevel`; one per side, published as is."""
 
 
 class BookData(msgspec.Struct, gc=False):
@@ -64,8 +71,8 @@ class BookData(msgspec.Struct, gc=False):
 class BboData(msgspec.Struct, gc=False):
     """``bbo-tbt``: the best level of each side, tick by tick."""
 
-    asks: list[BookLevel]
-    bids: list[BookLevel]
+    asks: list[BboLevel]
+    bids: list[BboLevel]
     ts: int
     seq_id: int | None = msgspec.field(default=None, name="seqId")
 
