@@ -120,6 +120,11 @@ def test_doctor_reports_versions_and_config_problems(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stdout + ok.stderr
     for what in ("curl_cffi", "libcurl", "msgspec", "feed plugins", "config"):
         assert any(li.startswith("ok") and what in li for li in ok.stdout.splitlines()), what
+    # which read loop new connections use: the C accelerator when it is built
+    from streamkit.transport import libcurl
+
+    [read_loop] = [li for li in ok.stdout.splitlines() if "read loop" in li]
+    assert ("C accelerator" in read_loop) == libcurl.SPEEDUPS, read_loop
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "feeds:\n  - {exchange: binance, symbols: [BTC-USDT], channels: [trades]}\n"
