@@ -9,7 +9,7 @@ raw JSON, independently of the plugin and of BookSync.
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any
 
@@ -338,6 +338,27 @@ def test_update_id_one_resets_the_book(capture: list[dict[str, Any]]) -> None:
     assert book.bids == expected_book([snapshot, delta, restart, after])["b"]
     assert book.bids == {Decimal("70000.10"): Decimal("1.5"), Decimal("69999.90"): Decimal("0.5")}
     assert book.asks == {Decimal("70000.20"): Decimal("2.5")}
+
+
+def test_malformed_price_raises_before_the_book_changes(capture: list[dict[str, Any]]) -> None:
+    """Prices decode as strings and are interned in on_message: a price that is not a number
+    raises there (the actor counts it as a decode error) with the book untouched, and the
+    same update id, sent well-formed, still chains."""
+    snapshot, delta = book_pair(capture)
+    protocol = make_protocol()
+    out = Output()
+    protocol.on_message(snapshot, 1, out)
+    msg = json.loads(delta)
+    msg["data"]["a"].append(["71430.x", "1"])  # after valid levels of both sides
+    out.clear()
+    with pytest.raises(InvalidOperation):
+        protocol.on_message(json.dumps(msg).encode(), 2, out)
+    assert out.records == [] and out.actions == []
+    sync = protocol.books["BTC-USDT-PERP"]
+    expected = expected_book([snapshot])
+    assert sync.book.bids == expected["b"] and sync.book.asks == expected["a"]
+    protocol.on_message(delta, 3, out)
+    assert status_events(out) == [] and [b.seq for b in of_type(out.records, Book)] == [10132541]
 
 
 def test_level_one_book_is_the_bbo() -> None:

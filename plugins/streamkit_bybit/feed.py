@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from streamkit.book import BookSync, OrderBook
+from streamkit.book import BookSync, OrderBook, PriceInterner
 from streamkit.feed import (
     Action,
     ConnectionPlan,
@@ -181,12 +181,15 @@ class BybitProtocol(FeedProtocol):
         self.routes: dict[str, tuple[Callable[[str, Envelope, int, Output], None], str]] = {}
         self.ticker_channels: dict[str, set[str]] = {}
         self.books: dict[str, BookSync] = {}
+        # symbol -> its book's price strings -> shared Decimals (one cache per book).
+        self.prices: dict[str, PriceInterner] = {}
         for stream in plan.streams:
             self.routes[stream.name] = (handlers[TOPICS[stream.channel]], stream.symbol)
             if TOPICS[stream.channel] == "tickers":
                 self.ticker_channels.setdefault(stream.symbol, set()).add(stream.channel)
             if stream.channel == "l2_book":
                 self.books[stream.symbol] = BookSync(feed.id, stream.symbol, connection)
+                self.prices[stream.symbol] = PriceInterner()
         self.tickers: dict[str, TickerData] = {}
         """The merged ``tickers`` state per symbol (linear sends deltas)."""
         self.pending: list[str] = []
@@ -286,24 +289,28 @@ class BybitProtocol(FeedProtocol):
                 symbol=symbol,
                 ts=_ns(env.ts),
                 recv_ts=recv_ts,
-                bid_price=d.bids[0][0],
+                bid_price=Decimal(d.bids[0][0]),
                 bid_size=d.bids[0][1],
-                ask_price=d.asks[0][0],
+                ask_price=Decimal(d.asks[0][0]),
                 ask_size=d.asks[0][1],
             )
         )
 
     def _on_book(self, symbol: str, env: Envelope, recv_ts: int, out: Output) -> None:
+        """Raises ``decimal.InvalidOperation`` for a level price that is not a number (the
+        actor counts it as a decode error, like msgspec's)."""
         sync = self.books[symbol]
         d = schemas.orderbook_decoder.decode(env.data)
+        prices = self.prices[symbol]
+        bids, asks = prices(d.bids), prices(d.asks)
         ts = _ns(env.ts)
         if env.type == "snapshot" or d.update_id == 1:
             # u == 1: Bybit restarted its service and this message replaces the book.
-            sync.snapshot(d.bids, d.asks, recv_ts=recv_ts, out=out, seq=d.update_id, ts=ts)
+            sync.snapshot(bids, asks, recv_ts=recv_ts, out=out, seq=d.update_id, ts=ts)
         elif env.type == "delta":
             sync.delta(
-                d.bids,
-                d.asks,
+                bids,
+                asks,
                 recv_ts=recv_ts,
                 out=out,
                 seq=d.update_id,

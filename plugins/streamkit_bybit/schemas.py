@@ -11,7 +11,8 @@ Every frame is one JSON object:
 ``data`` is kept raw by the envelope and decoded by the topic's own Decoder, so each frame is
 parsed once. Prices and sizes decode straight into Decimal, except in ``tickers`` whose
 deltas carry only the fields that changed and may send ``""`` for an absent value: those
-fields stay optional strings and are merged, then converted.
+fields stay optional strings and are merged, then converted; and orderbook level prices, which
+stay strings for the plugin to intern (:class:`~streamkit.book.PriceInterner`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ class Envelope(msgspec.Struct, gc=False):
     conn_id: str | None = None
 
 
-Level = tuple[Decimal, Decimal]
+Level = tuple[str, Decimal]
+"""An orderbook level ``[price, size]``. The price stays Bybit's string: the plugin maps it
+through the symbol's :class:`~streamkit.book.PriceInterner` to a shared Decimal (the book hashes
+every level's price on every update, and hashing a fresh Decimal is slow)."""
 
 
 class OrderbookData(msgspec.Struct, gc=False):
