@@ -8,7 +8,7 @@ from __future__ import annotations
 import calendar
 import json
 from dataclasses import replace
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any, ClassVar
 
@@ -218,6 +218,32 @@ def test_captured_snapshot_and_l2updates_build_the_book(capture: list[dict[str, 
     assert sync.book.bids == want["buy"] and sync.book.asks == want["sell"]
     assert sync.book.best_ask() == (Decimal("0.4393"), Decimal("8208.213533"))
     assert sync.gaps == 0 and not sync.book.is_crossed()
+
+
+def test_malformed_price_raises_before_the_book_changes(capture: list[dict[str, Any]]) -> None:
+    """Level-2 prices decode as strings and are interned in on_message: one that is not a
+    number raises there (the actor counts it as a decode error) with the book untouched."""
+    rows = [r for r in capture if r.get("group") == "coinbase-exchange-level2-NU-GBP"]
+    protocol = make_protocol()
+    out = Output()
+    bad_snapshot = json.loads(rows[0]["raw"])
+    bad_snapshot["asks"].append(["0.5x", "1"])
+    with pytest.raises(InvalidOperation):
+        protocol.on_message(json.dumps(bad_snapshot).encode(), 0, out)
+    assert out.records == [] and not protocol.books["NU-GBP"].live
+
+    protocol.on_message(rows[0]["raw"].encode(), 1, out)
+    sync = protocol.books["NU-GBP"]
+    before = dict(sync.book.bids), dict(sync.book.asks)
+    update = json.loads(rows[1]["raw"])
+    update["changes"] = [["buy", "0.4312", "5"], ["sell", "x", "1"]]  # a valid change first
+    out.clear()
+    with pytest.raises(InvalidOperation):
+        protocol.on_message(json.dumps(update).encode(), 2, out)
+    assert out.records == [] and (dict(sync.book.bids), dict(sync.book.asks)) == before
+    for i, row in enumerate(rows[1:]):
+        protocol.on_message(row["raw"].encode(), 3 + i, out)
+    assert len([r for r in out.records if isinstance(r, Book)]) == len(out.records) == 76
 
 
 # --- trades, gaps, tickers -----------------------------------------------------------------

@@ -42,7 +42,7 @@ from typing import ClassVar
 
 import msgspec
 
-from streamkit.book import BookSync
+from streamkit.book import BookSync, PriceInterner
 from streamkit.feed import (
     Action,
     ConnectionPlan,
@@ -56,7 +56,7 @@ from streamkit.feed import (
     Stream,
     SubscribeRequest,
 )
-from streamkit.model import BBO, Side, Status, StatusEvent, Ticker, Trade
+from streamkit.model import BBO, PriceLevel, Side, Status, StatusEvent, Ticker, Trade
 from streamkit_coinbase import schemas, symbols
 from streamkit_coinbase.schemas import (
     Error,
@@ -163,6 +163,8 @@ class CoinbaseProtocol(FeedProtocol):
             for product, channels in self.wants.items()
             if "l2_book" in channels
         }
+        self.prices: dict[str, PriceInterner] = {product: PriceInterner() for product in self.books}
+        """Product -> its book's price strings -> shared Decimals (one cache per book)."""
         self.sequence: dict[str, int] = {}
         """Product -> highest ``sequence`` seen (ticker, matches, heartbeat)."""
         self.trade_id: dict[str, int] = {}
@@ -247,7 +249,9 @@ class CoinbaseProtocol(FeedProtocol):
             return True
         if isinstance(msg, Snapshot):
             book = self._book(msg.product_id)
-            book.snapshot(msg.bids, msg.asks, recv_ts=recv_ts, out=out)
+            prices = self.prices[msg.product_id]
+            bids, asks = prices(msg.bids), prices(msg.asks)  # InvalidOperation: a decode error
+            book.snapshot(bids, asks, recv_ts=recv_ts, out=out)
             return True
         if isinstance(msg, HeartbeatMessage):
             self._on_heartbeat(msg, recv_ts, out)
@@ -281,9 +285,17 @@ class CoinbaseProtocol(FeedProtocol):
         return True
 
     def _on_l2update(self, msg: L2Update, recv_ts: int, out: Output) -> None:
+        """Raises ``decimal.InvalidOperation`` for a price that is not a number (the actor
+        counts it as a decode error, like msgspec's)."""
         book = self._book(msg.product_id)
-        bids = [(price, size) for side, price, size in msg.changes if side == "buy"]
-        asks = [(price, size) for side, price, size in msg.changes if side == "sell"]
+        changes = msg.changes
+        # One interner pass for both sides, then split: level2 sends a single change per
+        # message, where a second call costs about what interning saves.
+        levels = self.prices[msg.product_id]((price, size) for _, price, size in changes)
+        bids: list[PriceLevel] = []
+        asks: list[PriceLevel] = []
+        for change, level in zip(changes, levels, strict=True):
+            (bids if change[0] == "buy" else asks).append(level)
         ts = schemas.to_ns(msg.time) if msg.time is not None else None
         book.delta(bids, asks, ts=ts, recv_ts=recv_ts, out=out)
 

@@ -1,7 +1,8 @@
 """Coinbase Exchange feed wire formats as msgspec Structs mirroring the exchange's JSON.
 
 Every frame is a JSON object tagged by ``type``; :data:`message_decoder` decodes a frame in one
-pass into the Struct of its type. Prices and sizes are strings and decode into Decimal.
+pass into the Struct of its type. Prices and sizes are strings and decode into Decimal, except
+level-2 prices, which stay strings for the plugin to intern (see :data:`Level`).
 ``sequence`` is the product's sequence number in the full order stream: the channels used here
 see only some of those messages, so consecutive frames normally skip numbers (see
 :mod:`streamkit_coinbase.feed` for how gaps are detected instead).
@@ -19,7 +20,11 @@ AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 """An RFC 3339 time with its zone (Coinbase writes ``Z``); a naive one is a malformed frame."""
 
 Side = Literal["buy", "sell"]
-Level = tuple[Decimal, Decimal]
+Level = tuple[str, Decimal]
+"""A ``snapshot`` level ``[price, size]``. Level-2 prices (here and in ``l2update`` changes) stay
+Coinbase's strings: the plugin maps them through the product's
+:class:`~streamkit.book.PriceInterner` to shared Decimals (the book hashes every level's price
+on every update, and hashing a fresh Decimal is slow)."""
 
 
 class _Message(msgspec.Struct, gc=False, tag_field="type"):
@@ -108,7 +113,7 @@ class L2Update(_Message, tag="l2update"):
     removes the level. No sequence number and no checksum."""
 
     product_id: str
-    changes: list[tuple[Side, Decimal, Decimal]]
+    changes: list[tuple[Side, str, Decimal]]
     time: AwareTime | None = None
 
 
