@@ -17,8 +17,9 @@ and replaces the section between ``<!-- bench-results:start -->`` and
 ``<!-- bench-results:end -->`` of ``--index`` (docs/benchmarks.md) with a summary that links to
 the results page (``--index ''`` leaves it alone).
 
-Needs matplotlib (the ``plot`` extra, part of ``dev`` and ``bench``); it draws with the Agg backend, text kept as SVG text,
-and without timestamps in the files, so re-rendering the same results gives the same bytes.
+Needs matplotlib (the ``plot`` extra, part of ``dev`` and ``bench``); it draws with the Agg
+backend, text kept as SVG text, and without timestamps in the files, so re-rendering the same
+results gives the same bytes.
 """
 
 from __future__ import annotations
