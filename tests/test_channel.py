@@ -506,3 +506,52 @@ async def test_counters_identity_under_a_mixed_workload() -> None:
         assert sub.delivered == consumed[sub]
         assert_identity(sub, routed[sub])
         assert sub.max_depth <= sub.maxsize
+
+
+# -- the whole-batch path ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["block", "drop_oldest", "conflate", "disconnect"])
+async def test_whole_batches_to_match_all_subscribers_equal_record_by_record_offers(
+    policy: str,
+) -> None:
+    # try_publish_many hands whole batches to subscriptions that take every record; a bus
+    # with one extra subscription that filters (and matches nothing here) takes the record
+    # by record path. Both must leave every subscription in the same state.
+    rng = random.Random(11)
+    fast_bus, slow_bus = Bus(), Bus()
+    fast = fast_bus.subscribe(maxsize=20, policy=policy)
+    slow = slow_bus.subscribe(maxsize=20, policy=policy)
+    slow_bus.subscribe(symbol="NOTHING-*", maxsize=1_000)
+    assert fast_bus._everything is not None and slow_bus._everything is None
+    n = 0
+    for _ in range(300):
+        batch = [
+            trade(n + i, symbol=rng.choice(["BTC-USDT", "ETH-USDT", "SOL-USDT"]))
+            for i in range(rng.randint(1, 30))
+        ]
+        n += len(batch)
+        assert fast_bus.try_publish_many(batch) == slow_bus.try_publish_many(batch)
+        if rng.random() < 0.4:
+            limit = rng.randint(1, 25)
+            got_fast = [] if fast.cut_off else fast.drain_nowait(limit)
+            got_slow = [] if slow.cut_off else slow.drain_nowait(limit)
+            assert ids(got_fast) == ids(got_slow)
+        assert fast.stats() | {"name": ""} == slow.stats() | {"name": ""}
+        assert fast.cut_off == slow.cut_off
+        if fast.cut_off:
+            break
+    assert fast.delivered > 0 and (fast.dropped > 0 or policy == "block")
+
+
+async def test_whole_batches_wake_one_waiting_reader_per_record() -> None:
+    bus = Bus()
+    sub = bus.subscribe(maxsize=100)
+    readers = [asyncio.create_task(sub.get()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert bus.try_publish_many([trade(1), trade(2)])
+    done, pending = await asyncio.wait(readers, timeout=0.1)
+    assert sorted(ids([t.result() for t in done])) == ["1", "2"]
+    assert len(pending) == 1  # the third reader still waits: no record for it
+    assert bus.try_publish_many([trade(3)])
+    assert ids([await asyncio.wait_for(pending.pop(), 1)]) == ["3"]

@@ -125,6 +125,7 @@ class Subscription:
         "policy",
         "reason",
         "symbol",
+        "takes_everything",
         "types",
     )
 
@@ -183,6 +184,8 @@ class Subscription:
         self._latest = OrderedDict()
         self._getters = deque()  # consumers waiting for a record (wake-ups only)
         self._putters = deque()  # block: publishers waiting for room, FIFO, with their record
+        # True when every record published goes here: the bus then hands it whole batches.
+        self.takes_everything = types is None and exchange == "*" and symbol == "*"
         # Pick the overflow behaviour once, so the hot path does not branch on the policy.
         self._offer = {
             Policy.BLOCK: self._offer_block,
@@ -448,6 +451,37 @@ class Subscription:
             self._wake_one()
         return True
 
+    def _offer_batch(self, records: Sequence[Record]) -> None:
+        """Every record of ``records``, in order, exactly as one ``_offer`` per record would
+        (queue, counters, wake-ups), in O(1) Python steps for ``block`` and ``drop_oldest``:
+        the bus's fast path for a subscription that takes every record. For ``block`` the
+        caller has checked that the whole batch fits and no publisher is waiting."""
+        policy = self.policy
+        if not self._open or not records:
+            return
+        if policy is not Policy.BLOCK and policy is not Policy.DROP_OLDEST:
+            offer = self._offer
+            for record in records:
+                offer(record)
+            return
+        queue = self._queue
+        n = len(records)
+        before = len(queue)
+        if policy is Policy.DROP_OLDEST:
+            # One eviction per record appended to a full queue (deque(maxlen) evicts).
+            self.dropped += max(0, before + n - self.maxsize)
+        queue.extend(records)
+        depth = len(queue)
+        if depth > self.max_depth:
+            self.max_depth = depth
+        # One wake-up per record that went into a queue with room (a reader waits only on an
+        # empty queue, so there is always room for the first).
+        wakes = min(n, self.maxsize - before) if before < self.maxsize else 0
+        getters = self._getters
+        while wakes and getters:
+            self._wake_one()
+            wakes -= 1
+
     def _offer_conflate(self, record: Record) -> bool:
         if not self._open:
             return True
@@ -607,6 +641,9 @@ class Bus:
         self._ids = itertools.count(1)
         # The block-policy subscriptions: the only ones an offer can refuse (try_publish_many).
         self._blocking: tuple[Subscription, ...] = ()
+        # Every subscription, when each one takes every record (else None): try_publish_many
+        # then hands them whole batches.
+        self._everything: tuple[Subscription, ...] | None = ()
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -726,6 +763,13 @@ class Bus:
         for sub in self._blocking:
             if sub._open and (sub._putters or len(sub._queue) + n > sub.maxsize):
                 return False
+        everything = self._everything
+        if everything is not None:
+            # Every subscription takes every record (the usual case: consumers and sinks
+            # that filter nothing): whole batches, no routing per record.
+            for sub in everything:
+                sub._offer_batch(records)
+            return True
         routes = self._routes
         for record in records:
             key = (type(record), record.exchange, record.symbol)
@@ -748,6 +792,7 @@ class Bus:
         subs, self._subs = self._subs, []
         self._routes.clear()
         self._blocking = ()
+        self._everything = ()
         for sub in subs:
             sub._end_of_stream()
 
@@ -767,7 +812,10 @@ class Bus:
             self._note_blocking()
 
     def _note_blocking(self) -> None:
+        """Refresh what try_publish_many precomputes; called whenever the set changes."""
         self._blocking = tuple(s for s in self._subs if s.policy is Policy.BLOCK)
+        subs = tuple(self._subs)
+        self._everything = subs if all(s.takes_everything for s in subs) else None
 
     def _notify_cutoff(self, sub: Subscription) -> None:
         if self._on_cutoff is None:
