@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import zlib
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -46,7 +47,7 @@ from streamkit.model import (
 from streamkit.pacing import ConnectLimiter
 from streamkit.transport.memory import MemoryExchange
 from streamkit_okx import OkxFeed
-from streamkit_okx.checksum import okx_checksum
+from streamkit_okx.checksum import CachedChecksum, okx_checksum
 from streamkit_okx.feed import OkxProtocol
 
 GROUPS = ["okx-books-BTC-USD-220527", "okx-books-UNI-USD-SWAP", "okx-books-BTC-USDT"]
@@ -447,6 +448,92 @@ def test_checksum_uses_plain_digits_for_tiny_sizes() -> None:
     expected = expected - (1 << 32) if expected >= 1 << 31 else expected
     assert str(Decimal("0.00000062")) == "6.2E-7"  # why str() cannot be used
     assert okx_checksum(book) == expected
+
+
+def test_cached_checksum_equals_the_reference_on_every_captured_update(
+    capture: list[dict[str, Any]],
+) -> None:
+    """The plugin's books use :class:`CachedChecksum`; on every captured state (one protocol
+    for all three books, so each keeps its own cache) it computes what ``okx_checksum`` does,
+    and the venue's checksum too (else the book would not be published)."""
+    protocol = make_protocol()
+    compared: list[int] = []
+    for sync in protocol.books.values():
+        cached = sync.checksum
+        assert isinstance(cached, CachedChecksum)
+
+        def both(book: OrderBook, cached: CachedChecksum = cached) -> int:
+            value = cached(book)
+            assert value == okx_checksum(book)
+            compared.append(value)
+            return value
+
+        sync.checksum = both
+    out = Output()
+    frames = [r["raw"].encode() for r in capture if r.get("group") in GROUPS]
+    feed_all(protocol, frames, out)
+    assert len(compared) == len(frames) == len(of_type(out.records, Book)) == 290
+    assert status_events(out) == []
+
+
+def test_cached_checksum_follows_random_updates_deletions_and_snapshots() -> None:
+    """Property-style, fixed seed: after every step of a random mix of snapshots, updates,
+    deletions and re-added levels, the cached checksum equals the reference. Prices and sizes
+    include equal values with different texts ("1.0" / "1.00"), tiny values that ``str``
+    writes in scientific notation, sizes shared between levels, and one-sided or empty books;
+    a small ``max_size`` exercises the cache's pruning."""
+    rng = random.Random(20240611)
+    price_texts = [f"{100 + i / 2:.1f}" for i in range(80)]
+    price_texts += ["110.00", "110.000", "0.00000062", "0.0000006200"]  # = 110.0, 6.2E-7
+    size_texts = ["1", "1.0", "1.00", "0.5", "2.25", "0.00000062", "0.000001000", "12345.678"]
+    shared_size = Decimal("3.0")
+    cached = CachedChecksum(max_size=40)
+    book = OrderBook()
+
+    def levels(count: int) -> list[tuple[Decimal, Decimal]]:
+        out = []
+        for _ in range(count):
+            size = shared_size if rng.random() < 0.1 else Decimal(rng.choice(size_texts))
+            if rng.random() < 0.3:
+                size = Decimal(0)  # a deletion (of a level that may or may not exist)
+            out.append((Decimal(rng.choice(price_texts)), size))
+        return out
+
+    seen = set()
+    largest = 0
+    for step in range(3000):
+        if step % 500 == 0:
+            book.apply_snapshot(levels(rng.randrange(0, 60)), levels(rng.randrange(0, 60)))
+        else:
+            book.apply_delta(levels(rng.randrange(0, 6)), levels(rng.randrange(0, 6)))
+        assert cached(book) == okx_checksum(book), step
+        seen.add((len(book.bids) >= 25, len(book.asks) >= 25))
+        largest = max(largest, len(cached))
+    assert len(seen) > 1  # both full and short sides were covered
+    assert 50 < largest <= 80  # pruned at 40 levels a side
+
+
+def test_cached_checksum_reuses_text_only_for_the_same_objects() -> None:
+    """Equal values with other digits get their own text: a size re-sent as "1.00", a price
+    deleted and re-added as "100.00" with the very same size object."""
+    cached = CachedChecksum()
+    size = Decimal("1.0")
+    book = OrderBook()
+    book.apply_snapshot([(Decimal("100.0"), size)], [(Decimal("101"), Decimal("2"))])
+    assert cached(book) == okx_checksum(book) == _signed(b"100.0:1.0:101:2")
+    book.apply_delta([(Decimal("100.0"), Decimal("1.00"))], [])
+    assert cached(book) == _signed(b"100.0:1.00:101:2")
+    book.apply_snapshot([(Decimal("100.00"), size)], [(Decimal("101"), Decimal("2"))])
+    assert cached(book) == okx_checksum(book) == _signed(b"100.00:1.0:101:2")
+    book.apply_delta([(Decimal("100.00"), Decimal(0))], [])
+    assert cached(book) == _signed(b"101:2")
+    book.apply_delta([], [(Decimal("101"), Decimal(0))])
+    assert cached(book) == okx_checksum(book) == _signed(b"")
+
+
+def _signed(text: bytes) -> int:
+    crc = zlib.crc32(text)
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
 # --- other channels ------------------------------------------------------------------------

@@ -67,7 +67,7 @@ from streamkit.model import (
     Trade,
 )
 from streamkit_okx import schemas, symbols
-from streamkit_okx.checksum import okx_checksum
+from streamkit_okx.checksum import CachedChecksum
 from streamkit_okx.schemas import Arg, Envelope
 
 CHANNELS: dict[str, str] = {
@@ -194,7 +194,7 @@ class OkxProtocol(FeedProtocol):
                 self.routes[(CHANNELS[stream.channel], inst_id)] = stream.symbol
             if stream.channel == "l2_book":
                 self.books[inst_id] = BookSync(
-                    feed.id, stream.symbol, connection, checksum=okx_checksum
+                    feed.id, stream.symbol, connection, checksum=CachedChecksum()
                 )
                 self.prices[inst_id] = PriceInterner()
         self.pending: dict[str, set[ArgKey]] = {}
