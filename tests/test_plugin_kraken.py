@@ -7,6 +7,7 @@ Decimal numbers, zlib.crc32), following Kraken's book-checksum-v2 guide.
 from __future__ import annotations
 
 import json
+import random
 import zlib
 from decimal import Decimal
 from importlib import resources
@@ -15,12 +16,13 @@ from typing import Any
 import msgspec
 import pytest
 
+from streamkit.book import OrderBook
 from streamkit.config import FeedConfig
 from streamkit.feed import DecodeError, Output, ResyncBook, Send
 from streamkit.model import BBO, Book, Status, StatusEvent, Ticker, Trade
 from streamkit.testing import assert_conforms
 from streamkit_kraken import KrakenFeed
-from streamkit_kraken.checksum import Precision, book_checksum, level_token
+from streamkit_kraken.checksum import CachedChecksum, Precision, book_checksum, level_token
 from streamkit_kraken.feed import KrakenProtocol, subscribed_depth
 
 Side = dict[Decimal, Decimal]
@@ -415,6 +417,94 @@ def test_config_check_reports_bad_options() -> None:
     problems = dict(KrakenFeed(cfg).check())
     assert set(problems) == {"channels[1]", "symbols[1]", "options.depth", "options.precision"}
     assert "BTC" in problems["symbols[1]"]
+
+
+def test_cached_checksum_equals_the_reference_on_every_captured_update(
+    capture: list[dict[str, Any]],
+) -> None:
+    """The plugin's books use :class:`CachedChecksum`; on every captured v2 state (learned
+    precision, and configured) it computes what ``book_checksum`` does."""
+    compared = 0
+    for options in ({}, {"precision": {"BTC-USD": [1, 8], "ETH-USD": [2, 8]}}):
+        for rows in v2_groups(capture).values():
+            symbol = rows[0]["symbol"].replace("/", "-")
+            protocol = make_protocol([symbol], options=options, depth=rows[0]["book_depth"])
+            depth_sync = protocol.books[symbol]
+            cached = depth_sync.sync.checksum
+            assert cached is not None
+
+            def both(book: OrderBook, cached: Any = cached, depth_sync: Any = depth_sync) -> int:
+                nonlocal compared
+                value: int = cached(book)
+                assert value == book_checksum(book, depth_sync.precision)
+                compared += 1
+                return value
+
+            depth_sync.sync.checksum = both
+            out = Output()
+            for i, row in enumerate(rows):
+                protocol.on_message(row["raw"].encode(), i, out)
+            assert len(out.records) == len(rows) and all(isinstance(r, Book) for r in out.records)
+    assert compared == 2 * 512
+
+
+def test_cached_checksum_follows_random_updates_deletions_and_precisions() -> None:
+    """Property-style, fixed seed: after every step of a random mix of snapshots, updates and
+    deletions, with the precision learned (and reset by snapshots), configured, or absent
+    (tokens as written), the cached checksum equals the reference. Values include equal
+    numbers written with other digits ("4.0" / "4.00000000"), E-notation ones and shared
+    quantity objects; a small ``max_size`` exercises the pruning."""
+    rng = random.Random(20240611)
+    price_texts = [f"{29000 + i / 2:.1f}" for i in range(60)] + ["29010.00", "29010.000"]
+    qty_texts = ["4.0", "4.00000000", "0.001", "0.00100000", "0.00000010", "1.5", "12"]
+    shared_qty = Decimal("2.0")
+    cached = CachedChecksum(max_size=30)
+    book = OrderBook()
+    precisions = [Precision(), Precision(1, 8), None]
+    precision = precisions[0]
+
+    def levels(count: int) -> list[tuple[Decimal, Decimal]]:
+        out = []
+        for _ in range(count):
+            qty = shared_qty if rng.random() < 0.1 else Decimal(rng.choice(qty_texts))
+            if rng.random() < 0.3:
+                qty = Decimal(0)
+            out.append((Decimal(rng.choice(price_texts)), qty))
+        return out
+
+    largest = 0
+    for step in range(3000):
+        bids, asks = levels(rng.randrange(0, 5)), levels(rng.randrange(0, 5))
+        if step % 300 == 0:
+            precision = precisions[step // 300 % 3]
+            bids, asks = levels(rng.randrange(0, 30)), levels(rng.randrange(0, 30))
+            book.apply_snapshot(bids, asks)
+            if precision is not None:
+                precision.reset()
+        else:
+            book.apply_delta(bids, asks)
+        if precision is not None:
+            precision.observe(bids + asks)
+        assert cached(book, precision) == book_checksum(book, precision), step
+        largest = max(largest, len(cached))
+    assert 20 < largest <= 60
+
+
+def test_cached_checksum_reuses_tokens_only_for_the_same_objects() -> None:
+    cached = CachedChecksum()
+    qty = Decimal("4.0")
+    book = OrderBook()
+    book.apply_snapshot([(Decimal("100.0"), qty)], [])
+    assert cached(book, None) == book_checksum(book, None) == zlib.crc32(b"100040")
+    book.apply_delta([(Decimal("100.0"), Decimal("4.00"))], [])
+    assert cached(book, None) == zlib.crc32(b"1000400")
+    book.apply_snapshot([(Decimal("100.00"), qty)], [])
+    assert cached(book, None) == zlib.crc32(b"1000040")
+    precision = Precision()
+    precision.observe([(Decimal("1.5"), Decimal("0.001"))])  # learned: 1 and 3 decimals
+    assert cached(book, precision) == zlib.crc32(b"10004000")
+    precision.observe([(Decimal("1.25"), Decimal("1"))])  # more price decimals seen
+    assert cached(book, precision) == book_checksum(book, precision) == zlib.crc32(b"100004000")
 
 
 # --- other channels ------------------------------------------------------------------------

@@ -13,6 +13,10 @@ re-serialized recording, a proxy, a float) must be padded back, and ``str(Decima
 be used (``str(Decimal("0.00000010")) == "1.0E-7"``). :class:`Precision` therefore tracks the
 decimals of every token seen since the last snapshot (or takes them from configuration), and
 :func:`level_token` renders each value with them in fixed-point notation.
+
+Rendering the 40 numbers is most of an update's cost, while an update changes only a few
+levels: :class:`CachedChecksum` (what the plugin uses) remembers each level's tokens and
+renders only the levels whose price or quantity object is new (see its docstring).
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from streamkit.model import PriceLevel
 
 CHECKSUM_LEVELS = 10
 """Levels per side covered by the checksum, whatever the subscribed depth."""
+
+_Entry = tuple[Decimal, Decimal, str, str]
+"""A remembered level: ``(price, qty, price token + qty token, price token)``, the tokens
+rendered from exactly those two objects."""
 
 
 def decimals(value: Decimal) -> int:
@@ -93,3 +101,76 @@ def book_checksum(book: OrderBook, precision: Precision | None) -> int:
     """Kraken's checksum of a local book (``precision`` None: render values as written)."""
     bids, asks = book.top(CHECKSUM_LEVELS)
     return zlib.crc32(checksum_string(asks, bids, precision).encode("ascii"))
+
+
+class CachedChecksum:
+    """:func:`book_checksum` of one book, remembering the tokens of each top level between
+    calls.
+
+    Each side keeps ``{price: (price, qty, tokens, price token)}`` for the levels it has
+    rendered. Tokens are reused only when the book holds *the very same objects* at that level
+    (``is``, not ``==``: ``Decimal("4.0") == Decimal("4.00000000")`` but, rendered as written,
+    their tokens differ) and the precision is the one they were rendered with; any change of
+    the precision (learned, reset by a snapshot) drops every entry. The entry keeps both
+    objects alive, so an identity cannot be a recycled id, and a Decimal never changes, so a
+    reused token is exactly what :func:`level_token` would render again. The book keeps a
+    level's price object while the level lives and an update brings a new quantity object, so
+    only the levels an update touched are rendered (the quantity only, when the price object
+    is the same).
+
+    Nothing has to follow the book's updates, truncations, resyncs or snapshots: the tokens
+    always come from the book's current objects, so a stale entry can only miss, never be
+    used. Entries of levels that left the top 10 are dropped all at once when a side passes
+    ``max_size`` entries.
+    """
+
+    __slots__ = ("_asks", "_bids", "_places", "max_size")
+
+    def __init__(self, max_size: int = 256) -> None:
+        self._bids: dict[Decimal, _Entry] = {}
+        self._asks: dict[Decimal, _Entry] = {}
+        self._places: tuple[int | None, int | None] = (None, None)
+        self.max_size = max_size
+
+    def __call__(self, book: OrderBook, precision: Precision | None) -> int:
+        """Same as ``book_checksum(book, precision)``."""
+        places = (precision.price, precision.qty) if precision is not None else (None, None)
+        if places != self._places:
+            self._bids.clear()
+            self._asks.clear()
+            self._places = places
+        bids, asks = book.bids, book.asks
+        text = "".join(
+            self._tokens(asks, asks.prices[:CHECKSUM_LEVELS], self._asks)
+            + self._tokens(bids, bids.prices[: -CHECKSUM_LEVELS - 1 : -1], self._bids)
+        )
+        return zlib.crc32(text.encode("ascii"))
+
+    def __len__(self) -> int:
+        """Levels remembered, both sides (at most ``2 * max_size``)."""
+        return len(self._bids) + len(self._asks)
+
+    def _tokens(
+        self, side: dict[Decimal, Decimal], prices: list[Decimal], cache: dict[Decimal, _Entry]
+    ) -> list[str]:
+        """Price token + quantity token of each of ``prices`` (best first)."""
+        price_places, qty_places = self._places
+        get = cache.get
+        tokens: list[str] = []
+        add = tokens.append
+        for price in prices:
+            qty = side[price]
+            entry = get(price)
+            if entry is not None and entry[0] is price:
+                if entry[1] is qty:
+                    add(entry[2])
+                    continue
+                price_token = entry[3]  # same price object, new quantity: render it only
+            else:
+                if len(cache) >= self.max_size:
+                    cache.clear()
+                price_token = level_token(price, price_places)
+            token = price_token + level_token(qty, qty_places)
+            cache[price] = (price, qty, token, price_token)
+            add(token)
+        return tokens

@@ -21,7 +21,7 @@ from decimal import Decimal
 from streamkit.book import BookSync, OrderBook
 from streamkit.feed import Output
 from streamkit.model import PriceLevel
-from streamkit_kraken.checksum import Precision, book_checksum
+from streamkit_kraken.checksum import CachedChecksum, Precision
 
 _ZERO = Decimal(0)
 
@@ -40,8 +40,9 @@ class DepthSync:
         self.symbol = symbol
         self.depth = depth
         self.precision = precision or Precision()
+        checksum = CachedChecksum()  # book_checksum, rendering only the levels that changed
         self.sync = BookSync(
-            exchange, symbol, connection, checksum=lambda book: book_checksum(book, self.precision)
+            exchange, symbol, connection, checksum=lambda book: checksum(book, self.precision)
         )
 
     @property
