@@ -304,9 +304,9 @@ def targets_paragraph(doc: dict[str, Any]) -> str:
         parts.append(str(doc["note"]))
     if doc.get("quick"):
         parts.append(
-            "This was the CI-sized `--quick` run (seconds of streaming per row, server and "
-            "client sharing the machine's cores), so single rows are noisy: tail latencies "
-            "in particular move between runs; the full run streams five times longer."
+            "This was the CI-sized `--quick` run (seconds of streaming per row), so single "
+            "rows are noisy: tail latencies in particular move between runs; the full run "
+            "streams five times longer."
         )
     return " ".join(parts)
 
@@ -354,6 +354,8 @@ def machine_lines(doc: dict[str, Any]) -> list[str]:
     command = "python bench/run.py" + (" --quick" if doc.get("quick") else "")
     if doc.get("loop", "asyncio") != "asyncio":
         command += f" --loop {doc['loop']}"
+    if doc.get("repeat", 1) > 1:
+        command += f" --repeat {doc['repeat']}"
     return [
         "| | |",
         "| --- | --- |",
@@ -364,6 +366,7 @@ def machine_lines(doc: dict[str, Any]) -> list[str]:
         f"| Python | {m.get('python', '?')} {m.get('implementation', '')} |",
         f"| libcurl | {m.get('libcurl', '?')} |",
         f"| event loop | {m.get('loop', doc.get('loop', '?'))} |",
+        f"| CPU pinning | {m.get('pinning', 'none (not recorded)')} |",
         f"| OS | {m.get('platform', '?')} |",
     ]
 
