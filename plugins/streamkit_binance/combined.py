@@ -3,8 +3,9 @@
 Both venues speak the same envelope on ``/stream``: market data arrives as
 ``{"stream": "<name>", "data": {...}}``, live ``SUBSCRIBE`` requests are answered with
 ``{"result": null, "id": n}`` or an error body, and a ``serverShutdown`` event asks clients
-to reconnect. :class:`CombinedStreamProtocol` implements that envelope once; a subclass only
-decodes the ``data`` payload of the channels it serves (:meth:`decode_data`).
+to reconnect. :class:`CombinedStreamProtocol` implements that envelope once, and the payloads
+both venues share (``aggTrade``, ``kline``); a subclass declares its payload decoders and
+gives one normalizing handler per channel (:meth:`payload_handlers`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from streamkit.feed import (
     SubscribeRequest,
     chunked,
 )
-from streamkit.model import Status, StatusEvent
+from streamkit.model import Candle, Status, StatusEvent, Trade
 from streamkit_binance import schemas
 from streamkit_binance.schemas import ErrorBody
+
+_MS = 1_000_000  # Binance times are ms; records carry ns
 
 PayloadHandler = Callable[[str, Any, int, Output], None]
 """``(symbol, decoded payload, recv_ts, out)``: normalizes one payload into ``out``."""
@@ -38,16 +41,20 @@ PayloadHandler = Callable[[str, Any, int, Output], None]
 class CombinedStreamProtocol(FeedProtocol):
     """One combined-stream connection: routing, subscriptions, acks and venue errors."""
 
+    payload_decoders: ClassVar[Mapping[str, msgspec.json.Decoder[Any]]] = {}
+    """Channel -> decoder of its ``data`` payload (the generic, two-pass path)."""
+
     tagged_payloads: ClassVar[Mapping[str, type[msgspec.Struct]]] = {}
     """Channel -> wire Struct tagged on the payload's ``e`` field (``tag_field="e"``), for
     the channels whose payload carries one. When every channel of a connection has one, its
-    data frames decode in one pass (envelope and payload together) and go to
-    the handler :meth:`payload_handler` gives for its channel; any frame that pass cannot
-    type (acks, errors, other payloads) takes the generic path, envelope first and then
-    :meth:`decode_data`, as before."""
+    data frames decode in one pass (envelope and payload together) and go straight to the
+    channel's handler; any frame that pass cannot type (acks, errors, other payloads) takes
+    the generic path, envelope first and then :meth:`decode_data`, as before."""
 
     def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
         super().__init__(feed, plan, connection)
+        self._exchange = feed.id  # read per record: a plain attribute, not the property
+        self._handlers = self.payload_handlers()
         # stream name -> (channel, normalized symbol): one dict lookup routes each frame.
         self.routes: dict[str, tuple[str, str]] = {
             s.name: (s.channel, s.symbol) for s in plan.streams
@@ -60,7 +67,7 @@ class CombinedStreamProtocol(FeedProtocol):
         tagged = self.tagged_payloads
         streams = self.subscribed_streams()  # REST-only channels never reach on_message
         if streams and all(s.channel in tagged for s in streams):
-            handlers = {c: self.payload_handler(c) for c in {s.channel for s in streams}}
+            handlers = self._handlers
             self._typed_routes = {
                 s.name: (handlers[s.channel], s.symbol, tagged[s.channel]) for s in streams
             }
@@ -145,16 +152,56 @@ class CombinedStreamProtocol(FeedProtocol):
             return False
         raise DecodeError("unexpected message shape")
 
-    @abc.abstractmethod
     def decode_data(
         self, channel: str, symbol: str, raw: msgspec.Raw, recv_ts: int, out: Output
     ) -> None:
-        """Decode the ``data`` payload of one subscribed stream into ``out``."""
+        """Decode the ``data`` payload of one subscribed stream into ``out`` (the generic
+        path): its channel's decoder, then its channel's handler."""
+        decoder = self.payload_decoders.get(channel)
+        if decoder is not None:
+            self._handlers[channel](symbol, decoder.decode(raw), recv_ts, out)
 
-    def payload_handler(self, channel: str) -> PayloadHandler:
-        """The function that normalizes a decoded payload of ``channel`` (an instance of
-        ``tagged_payloads[channel]``) into ``out``: ``handler(symbol, payload, recv_ts,
-        out)``. Looked up once per connection, so it should be a bound method per channel,
-        not a dispatcher on the channel name. Subclasses that declare ``tagged_payloads``
-        implement it."""
-        raise NotImplementedError(f"{type(self).__name__} declares no tagged payloads")
+    @abc.abstractmethod
+    def payload_handlers(self) -> dict[str, PayloadHandler]:
+        """Channel -> the function that normalizes a decoded payload of that channel into
+        ``out``: ``handler(symbol, payload, recv_ts, out)``. Called once per connection, so
+        each should be a bound method per channel, not a dispatcher on the channel name."""
+
+    # The payloads spot and USD-M share, normalized the same way on both.
+
+    def _on_trade(self, symbol: str, t: schemas.AggTrade, recv_ts: int, out: Output) -> None:
+        # Trade(exchange, symbol, ts, recv_ts, price, size, side, id): positional, this runs
+        # per trade. m=true: the buyer was the maker, so the taker sold.
+        out.records.append(
+            Trade(
+                self._exchange,
+                symbol,
+                t.trade_time * _MS,
+                recv_ts,
+                t.price,
+                t.qty,
+                "sell" if t.buyer_is_maker else "buy",
+                str(t.agg_id),
+            )
+        )
+
+    def _on_kline(self, symbol: str, e: schemas.KlineEvent, recv_ts: int, out: Output) -> None:
+        c = e.kline
+        out.records.append(
+            Candle(
+                exchange=self._exchange,
+                symbol=symbol,
+                ts=e.event_time * _MS,
+                recv_ts=recv_ts,
+                interval=c.interval,
+                start=c.start * _MS,
+                end=c.end * _MS,
+                open=c.open,
+                high=c.high,
+                low=c.low,
+                close=c.close,
+                volume=c.volume,
+                closed=c.closed,
+                trades=c.trades,
+            )
+        )

@@ -25,7 +25,7 @@ from streamkit.feed import (
     Output,
     Stream,
 )
-from streamkit.model import BBO, Candle, Ticker, Trade
+from streamkit.model import BBO, Ticker
 from streamkit_binance import schemas, symbols
 from streamkit_binance.combined import CombinedStreamProtocol, PayloadHandler
 from streamkit_binance.depth_sync import DepthSync
@@ -39,15 +39,6 @@ STREAM_SUFFIX = {
 }
 
 _MS = 1_000_000  # Binance times are ms; records carry ns
-
-# channel -> the decoder of its ``data`` payload (the generic, two-pass path)
-_PAYLOAD_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    "trades": schemas.agg_trade_decoder,
-    "bbo": schemas.book_ticker_decoder,
-    "l2_book": schemas.depth_update_decoder,
-    "ticker": schemas.ticker_decoder,
-    "candles": schemas.kline_decoder,
-}
 
 
 class BinanceFeed(Feed):
@@ -86,14 +77,7 @@ class BinanceProtocol(CombinedStreamProtocol):
     """One combined-stream connection to Binance spot."""
 
     def __init__(self, feed: Feed, plan: ConnectionPlan, connection: str) -> None:
-        self._exchange = feed.id  # read per record: a plain attribute, not the property
-        self._handlers: dict[str, PayloadHandler] = {
-            "trades": self._on_trade,
-            "bbo": self._on_bbo,
-            "l2_book": self._on_depth,
-            "ticker": self._on_ticker,
-            "candles": self._on_kline,
-        }
+        super().__init__(feed, plan, connection)
         self.books: dict[str, DepthSync] = {}
         depth = min(feed.config.book_depth, 5000)
         for s in plan.streams:
@@ -101,7 +85,6 @@ class BinanceProtocol(CombinedStreamProtocol):
                 ex = feed.exchange_symbol(s.symbol)
                 url = f"{feed.rest_url}/api/v3/depth?symbol={ex}&limit={depth}"
                 self.books[s.symbol] = DepthSync(feed.id, s.symbol, connection, url)
-        super().__init__(feed, plan, connection)
 
     tagged_payloads: ClassVar[Mapping[str, type[msgspec.Struct]]] = {
         "trades": schemas.AggTradeEvent,
@@ -110,34 +93,23 @@ class BinanceProtocol(CombinedStreamProtocol):
         "candles": schemas.KlineEventTagged,
     }
 
-    def decode_data(
-        self, channel: str, symbol: str, raw: msgspec.Raw, recv_ts: int, out: Output
-    ) -> None:
-        decoder = _PAYLOAD_DECODERS.get(channel)
-        if decoder is not None:
-            self._handlers[channel](symbol, decoder.decode(raw), recv_ts, out)
+    payload_decoders: ClassVar[Mapping[str, msgspec.json.Decoder[Any]]] = {
+        "trades": schemas.agg_trade_decoder,
+        "bbo": schemas.book_ticker_decoder,
+        "l2_book": schemas.depth_update_decoder,
+        "ticker": schemas.ticker_decoder,
+        "candles": schemas.kline_decoder,
+    }
 
-    def payload_handler(self, channel: str) -> PayloadHandler:
-        return self._handlers[channel]
-
-    # One handler per channel, called per message: positional record construction and no
-    # per-message dispatch (the hot path of a busy trade stream).
-
-    def _on_trade(self, symbol: str, t: schemas.AggTrade, recv_ts: int, out: Output) -> None:
-        # Trade(exchange, symbol, ts, recv_ts, price, size, side, id); m=true: the buyer was
-        # the maker, so the taker sold.
-        out.records.append(
-            Trade(
-                self._exchange,
-                symbol,
-                t.trade_time * _MS,
-                recv_ts,
-                t.price,
-                t.qty,
-                "sell" if t.buyer_is_maker else "buy",
-                str(t.agg_id),
-            )
-        )
+    def payload_handlers(self) -> dict[str, PayloadHandler]:
+        # trades and candles: the shared aggTrade and kline handlers (CombinedStreamProtocol)
+        return {
+            "trades": self._on_trade,
+            "bbo": self._on_bbo,
+            "l2_book": self._on_depth,
+            "ticker": self._on_ticker,
+            "candles": self._on_kline,
+        }
 
     def _on_bbo(self, symbol: str, b: schemas.BookTicker, recv_ts: int, out: Output) -> None:
         out.records.append(
@@ -171,27 +143,6 @@ class BinanceProtocol(CombinedStreamProtocol):
                 low_24h=k.low,
                 volume_24h=k.volume,
                 quote_volume_24h=k.quote_volume,
-            )
-        )
-
-    def _on_kline(self, symbol: str, e: schemas.KlineEvent, recv_ts: int, out: Output) -> None:
-        c = e.kline
-        out.records.append(
-            Candle(
-                exchange=self._exchange,
-                symbol=symbol,
-                ts=e.event_time * _MS,
-                recv_ts=recv_ts,
-                interval=c.interval,
-                start=c.start * _MS,
-                end=c.end * _MS,
-                open=c.open,
-                high=c.high,
-                low=c.low,
-                close=c.close,
-                volume=c.volume,
-                closed=c.closed,
-                trades=c.trades,
             )
         )
 
