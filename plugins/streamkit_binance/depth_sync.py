@@ -16,7 +16,7 @@ snapshot is all that is needed.
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from streamkit.book import BookSync, OrderBook, PriceInterner
 from streamkit.feed import DecodeError, HttpGet, Output
@@ -30,15 +30,26 @@ slow would be stale anyway)."""
 _MS = 1_000_000
 
 
-class Diff(NamedTuple):
-    """One decoded diff with its levels' prices interned (Decimal, shared per price)."""
+E = TypeVar("E", bound=DepthUpdate)
 
-    event: DepthUpdate
+
+class Diff(NamedTuple, Generic[E]):
+    """One decoded diff (spot's or USD-M's) with its levels' prices interned (Decimal,
+    shared per price)."""
+
+    event: E
     bids: list[PriceLevel]
     asks: list[PriceLevel]
 
 
-def delta_record(exchange: str, symbol: str, diff: Diff, recv_ts: int) -> Book:
+def interned(event: E, prices: PriceInterner) -> Diff[E]:
+    """``event`` with its prices interned through ``prices``. Raises
+    ``decimal.InvalidOperation`` for a price that is not a number (on_message's caller
+    counts it as a decode error)."""
+    return Diff(event, prices(event.bids), prices(event.asks))
+
+
+def delta_record(exchange: str, symbol: str, diff: Diff[DepthUpdate], recv_ts: int) -> Book:
     """The ``Book`` delta record one decoded diff becomes, without the book engine.
 
     The same fields :meth:`BookSync.delta <streamkit.book.BookSync.delta>` publishes once it
@@ -75,7 +86,7 @@ class DepthSync:
         self.snapshot_url = snapshot_url
         self.sync = BookSync(exchange, symbol, connection)
         self.phase = Phase.WAITING
-        self.buffer: list[Diff] = []
+        self.buffer: list[Diff[DepthUpdate]] = []
         self.prices = PriceInterner()
         self.snapshot_attempts = 0
         self.dropped_stale = 0
@@ -90,10 +101,9 @@ class DepthSync:
 
     # --- diff stream -----------------------------------------------------------------------
 
-    def diff(self, event: DepthUpdate) -> Diff:
-        """``event`` with its prices interned. Raises ``decimal.InvalidOperation`` for a price
-        that is not a number (on_message's caller counts it as a decode error)."""
-        return Diff(event, self.prices(event.bids), self.prices(event.asks))
+    def diff(self, event: DepthUpdate) -> Diff[DepthUpdate]:
+        """``event`` with this symbol's prices interned (see :func:`interned`)."""
+        return interned(event, self.prices)
 
     def on_diff(self, event: DepthUpdate, recv_ts: int, out: Output) -> None:
         """Raises :class:`DecodeError` for a diff whose ids are impossible (``U > u``): kept,
@@ -122,7 +132,7 @@ class DepthSync:
             return
         self.buffer.append(diff)
 
-    def _start_sync(self, first: Diff, out: Output) -> None:
+    def _start_sync(self, first: Diff[DepthUpdate], out: Output) -> None:
         self.phase = Phase.SYNCING
         self.buffer = [first]
         self.snapshot_attempts = 0
@@ -182,7 +192,7 @@ class DepthSync:
                 self._start_sync(diff, out)
                 return
 
-    def _apply(self, diff: Diff, recv_ts: int, out: Output, *, chained: bool) -> bool:
+    def _apply(self, diff: Diff[DepthUpdate], recv_ts: int, out: Output, *, chained: bool) -> bool:
         event = diff.event
         published = self.sync.delta(
             diff.bids,

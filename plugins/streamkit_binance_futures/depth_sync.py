@@ -18,11 +18,11 @@ with a new snapshot: the diff stream itself is intact.
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
 
 from streamkit.book import BookSync, OrderBook, PriceInterner
 from streamkit.feed import HttpGet, Output
-from streamkit.model import PriceLevel, Status, StatusEvent
+from streamkit.model import Status, StatusEvent
+from streamkit_binance import depth_sync
 from streamkit_binance_futures.schemas import DepthSnapshot, FuturesDepthUpdate
 
 MAX_BUFFERED = 10_000
@@ -31,12 +31,7 @@ MAX_BUFFERED = 10_000
 _MS = 1_000_000
 
 
-class Diff(NamedTuple):
-    """One decoded diff with its levels' prices interned (Decimal, shared per price)."""
-
-    event: FuturesDepthUpdate
-    bids: list[PriceLevel]
-    asks: list[PriceLevel]
+Diff = depth_sync.Diff[FuturesDepthUpdate]  # the spot sync's interned diff, holding a USD-M event
 
 
 class Phase(enum.Enum):
@@ -78,7 +73,7 @@ class FuturesDepthSync:
     def on_diff(self, event: FuturesDepthUpdate, recv_ts: int, out: Output) -> None:
         """Raises ``decimal.InvalidOperation`` for a price that is not a number (on_message's
         caller counts it as a decode error)."""
-        self._on_diff(Diff(event, self.prices(event.bids), self.prices(event.asks)), recv_ts, out)
+        self._on_diff(depth_sync.interned(event, self.prices), recv_ts, out)
 
     def _on_diff(self, diff: Diff, recv_ts: int, out: Output) -> None:
         if self.phase is Phase.LIVE:
