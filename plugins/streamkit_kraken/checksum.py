@@ -16,7 +16,8 @@ decimals of every token seen since the last snapshot (or takes them from configu
 
 Rendering the 40 numbers is most of an update's cost, while an update changes only a few
 levels: :class:`CachedChecksum` (what the plugin uses) remembers each level's tokens and
-renders only the levels whose price or quantity object is new (see its docstring).
+renders only the levels whose price or quantity object is new (the book engine's
+:class:`~streamkit.book.LevelTexts`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,11 @@ import zlib
 from collections.abc import Iterable
 from decimal import Decimal
 
-from streamkit.book import OrderBook
+from streamkit.book import LevelTexts, OrderBook
 from streamkit.model import PriceLevel
 
 CHECKSUM_LEVELS = 10
 """Levels per side covered by the checksum, whatever the subscribed depth."""
-
-_Entry = tuple[Decimal, Decimal, str, str]
-"""A remembered level: ``(price, qty, price token + qty token, price token)``, the tokens
-rendered from exactly those two objects."""
 
 
 def decimals(value: Decimal) -> int:
@@ -105,32 +102,17 @@ def book_checksum(book: OrderBook, precision: Precision | None) -> int:
 
 class CachedChecksum:
     """:func:`book_checksum` of one book, remembering the tokens of each top level between
-    calls.
+    calls (one :class:`~streamkit.book.LevelTexts` per side: tokens are reused only while the
+    book holds the very same price and quantity objects at that level). Tokens depend on the
+    precision too, so any change of it (learned, reset by a snapshot) drops every entry. Each
+    side drops its remembered levels all at once when it reaches ``max_size`` of them."""
 
-    Each side keeps ``{price: (price, qty, tokens, price token)}`` for the levels it has
-    rendered. Tokens are reused only when the book holds *the very same objects* at that level
-    (``is``, not ``==``: ``Decimal("4.0") == Decimal("4.00000000")`` but, rendered as written,
-    their tokens differ) and the precision is the one they were rendered with; any change of
-    the precision (learned, reset by a snapshot) drops every entry. The entry keeps both
-    objects alive, so an identity cannot be a recycled id, and a Decimal never changes, so a
-    reused token is exactly what :func:`level_token` would render again. The book keeps a
-    level's price object while the level lives and an update brings a new quantity object, so
-    only the levels an update touched are rendered (the quantity only, when the price object
-    is the same).
-
-    Nothing has to follow the book's updates, truncations, resyncs or snapshots: the tokens
-    always come from the book's current objects, so a stale entry can only miss, never be
-    used. Entries of levels that left the top 10 are dropped all at once when a side passes
-    ``max_size`` entries.
-    """
-
-    __slots__ = ("_asks", "_bids", "_places", "max_size")
+    __slots__ = ("_asks", "_bids", "_places")
 
     def __init__(self, max_size: int = 256) -> None:
-        self._bids: dict[Decimal, _Entry] = {}
-        self._asks: dict[Decimal, _Entry] = {}
         self._places: tuple[int | None, int | None] = (None, None)
-        self.max_size = max_size
+        self._bids = LevelTexts(self._price_token, self._qty_token, "", max_size)
+        self._asks = LevelTexts(self._price_token, self._qty_token, "", max_size)
 
     def __call__(self, book: OrderBook, precision: Precision | None) -> int:
         """Same as ``book_checksum(book, precision)``."""
@@ -141,8 +123,8 @@ class CachedChecksum:
             self._places = places
         bids, asks = book.bids, book.asks
         text = "".join(
-            self._tokens(asks, asks.prices[:CHECKSUM_LEVELS], self._asks)
-            + self._tokens(bids, bids.prices[: -CHECKSUM_LEVELS - 1 : -1], self._bids)
+            self._asks.texts(asks, asks.prices[:CHECKSUM_LEVELS])
+            + self._bids.texts(bids, bids.prices[: -CHECKSUM_LEVELS - 1 : -1])
         )
         return zlib.crc32(text.encode("ascii"))
 
@@ -150,27 +132,8 @@ class CachedChecksum:
         """Levels remembered, both sides (at most ``2 * max_size``)."""
         return len(self._bids) + len(self._asks)
 
-    def _tokens(
-        self, side: dict[Decimal, Decimal], prices: list[Decimal], cache: dict[Decimal, _Entry]
-    ) -> list[str]:
-        """Price token + quantity token of each of ``prices`` (best first)."""
-        price_places, qty_places = self._places
-        get = cache.get
-        tokens: list[str] = []
-        add = tokens.append
-        for price in prices:
-            qty = side[price]
-            entry = get(price)
-            if entry is not None and entry[0] is price:
-                if entry[1] is qty:
-                    add(entry[2])
-                    continue
-                price_token = entry[3]  # same price object, new quantity: render it only
-            else:
-                if len(cache) >= self.max_size:
-                    cache.clear()
-                price_token = level_token(price, price_places)
-            token = price_token + level_token(qty, qty_places)
-            cache[price] = (price, qty, token, price_token)
-            add(token)
-        return tokens
+    def _price_token(self, price: Decimal) -> str:
+        return level_token(price, self._places[0])
+
+    def _qty_token(self, qty: Decimal) -> str:
+        return level_token(qty, self._places[1])

@@ -12,7 +12,8 @@ already plain: it is faster).
 
 Rendering 100 Decimals per update is most of an update's cost, while an update changes only a
 few of the top 25 levels: :class:`CachedChecksum` (what the plugin uses) remembers each level's
-text and renders only the levels whose price or size object is new (see its docstring).
+text and renders only the levels whose price or size object is new (the book engine's
+:class:`~streamkit.book.LevelTexts`).
 """
 
 from __future__ import annotations
@@ -20,15 +21,10 @@ from __future__ import annotations
 import zlib
 from decimal import Decimal
 
-from streamkit.book import OrderBook
+from streamkit.book import LevelTexts, OrderBook
 
 DEPTH = 25
 """Levels per side covered by the checksum."""
-
-
-_Entry = tuple[Decimal, Decimal, str, str]
-"""A remembered level: ``(price, size, "px:sz", "px")``, the texts rendered from exactly those
-two objects."""
 
 
 def _plain(value: Decimal) -> str:
@@ -64,34 +60,21 @@ def okx_checksum(book: OrderBook) -> int:
 
 
 class CachedChecksum:
-    """:func:`okx_checksum` of one book, remembering the text of each top level between calls.
+    """:func:`okx_checksum` of one book, remembering the ``"px:sz"`` text of each top level
+    between calls (one :class:`~streamkit.book.LevelTexts` per side: a text is reused only
+    while the book holds the very same price and size objects at that level). Each side
+    drops its remembered levels all at once when it reaches ``max_size`` of them."""
 
-    Each side keeps ``{price: (price, size, "px:sz", "px")}`` for the levels it has rendered.
-    A remembered text is reused only when the book holds *the very same objects* at that level
-    (``is``, not ``==``): the entry keeps both alive, so the identity cannot be a recycled id,
-    and a Decimal never changes, so the text is exactly what :func:`_plain` would render
-    again. Equality would not do: ``Decimal("1.0") == Decimal("1.00")`` but their texts
-    differ. A level whose size changed holds a new Decimal (the decoder builds one per level),
-    so only the levels an update touched are rendered (and only their size, when the price
-    object is the same); interned prices are rendered once.
-
-    Nothing has to follow the book's updates, deletions, resyncs or snapshots, or the updates
-    BookSync drops: the text always comes from the book's current objects, so a stale entry can
-    only miss, never be used. Entries of levels that left the top 25 are dropped all at once
-    when a side passes ``max_size`` entries (the current levels are then rendered again).
-    """
-
-    __slots__ = ("_asks", "_bids", "max_size")
+    __slots__ = ("_asks", "_bids")
 
     def __init__(self, max_size: int = 256) -> None:
-        self._bids: dict[Decimal, _Entry] = {}
-        self._asks: dict[Decimal, _Entry] = {}
-        self.max_size = max_size
+        self._bids = LevelTexts(_plain, _plain, ":", max_size)
+        self._asks = LevelTexts(_plain, _plain, ":", max_size)
 
     def __call__(self, book: OrderBook) -> int:
         bids, asks = book.bids, book.asks
-        bid_texts = self._texts(bids, bids.prices[: -DEPTH - 1 : -1], self._bids)
-        ask_texts = self._texts(asks, asks.prices[:DEPTH], self._asks)
+        bid_texts = self._bids.texts(bids, bids.prices[: -DEPTH - 1 : -1])
+        ask_texts = self._asks.texts(asks, asks.prices[:DEPTH])
         n_bids, n_asks = len(bid_texts), len(ask_texts)
         n = min(n_bids, n_asks)
         parts = [""] * (2 * n)  # bid1, ask1, bid2, ask2, ... then the longer side's rest
@@ -106,33 +89,3 @@ class CachedChecksum:
     def __len__(self) -> int:
         """Levels remembered, both sides (at most ``2 * max_size``)."""
         return len(self._bids) + len(self._asks)
-
-    def _texts(
-        self, side: dict[Decimal, Decimal], prices: list[Decimal], cache: dict[Decimal, _Entry]
-    ) -> list[str]:
-        """``"px:sz"`` of each of ``prices`` (best first). The hot loop of every update: the
-        rendering is :func:`_plain`, inlined."""
-        get = cache.get
-        texts: list[str] = []
-        add = texts.append
-        for price in prices:
-            size = side[price]
-            entry = get(price)
-            if entry is not None and entry[0] is price:
-                if entry[1] is size:
-                    add(entry[2])
-                    continue
-                price_text = entry[3]  # same price object, new size: render the size only
-            else:
-                if len(cache) >= self.max_size:
-                    cache.clear()
-                price_text = str(price)
-                if "E" in price_text:
-                    price_text = format(price, "f")
-            size_text = str(size)
-            if "E" in size_text:
-                size_text = format(size, "f")
-            text = f"{price_text}:{size_text}"
-            cache[price] = (price, size, text, price_text)
-            add(text)
-        return texts

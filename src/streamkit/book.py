@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -200,6 +200,70 @@ class PriceInterner:
                 key = cache[price] = Decimal(price)
             append((key, size))
         return out
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+class LevelTexts:
+    """The checksum text of one book side's levels, rendered once per level object.
+
+    ``texts(side, prices)`` gives ``render_price(price) + sep + render_size(size)`` for each
+    of ``prices`` (in the order given), remembering ``{price: (price, size, text, price
+    text)}``. A remembered text is reused only when the book holds *the very same objects*
+    at that level (``is``, not ``==``): the entry keeps both alive, so the identity cannot be
+    a recycled id, and a Decimal never changes, so the text is exactly what the renderers
+    would give again. Equality would not do: ``Decimal("1.0") == Decimal("1.00")`` but their
+    texts differ. A level whose size changed holds a new Decimal, so only the levels an update
+    touched are rendered (only the size, when the price object is the same), and interned
+    prices (:class:`PriceInterner`) are rendered once.
+
+    Nothing has to follow the book's updates, deletions, resyncs or snapshots: the text always
+    comes from the book's current objects, so a stale entry can only miss, never be used.
+    Entries of levels that left the top are dropped all at once when ``max_size`` is reached;
+    :meth:`clear` drops them when the renderers change (e.g. a venue's precision).
+    """
+
+    __slots__ = ("_cache", "max_size", "render_price", "render_size", "sep")
+
+    def __init__(
+        self,
+        render_price: Callable[[Decimal], str],
+        render_size: Callable[[Decimal], str],
+        sep: str = "",
+        max_size: int = 256,
+    ) -> None:
+        self._cache: dict[Decimal, tuple[Decimal, Decimal, str, str]] = {}
+        self.render_price = render_price
+        self.render_size = render_size
+        self.sep = sep
+        self.max_size = max_size
+
+    def texts(self, side: Mapping[Decimal, Decimal], prices: Iterable[Decimal]) -> list[str]:
+        """The text of each of ``prices`` (levels of ``side``), in that order."""
+        cache = self._cache
+        get = cache.get
+        texts: list[str] = []
+        add = texts.append
+        for price in prices:
+            size = side[price]
+            entry = get(price)
+            if entry is not None and entry[0] is price:
+                if entry[1] is size:
+                    add(entry[2])
+                    continue
+                price_text = entry[3]  # same price object, new size: render the size only
+            else:
+                if len(cache) >= self.max_size:
+                    cache.clear()
+                price_text = self.render_price(price)
+            text = price_text + self.sep + self.render_size(size)
+            cache[price] = (price, size, text, price_text)
+            add(text)
+        return texts
+
+    def clear(self) -> None:
+        self._cache.clear()
 
     def __len__(self) -> int:
         return len(self._cache)
