@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 
 import pytest
 
-from streamkit.book import OrderBook, PriceInterner
+from streamkit.book import LevelTexts, OrderBook, PriceInterner
 
 
 def test_the_same_string_gives_the_same_decimal_object() -> None:
@@ -63,3 +63,25 @@ def test_a_book_built_from_interned_prices_equals_one_built_from_fresh_decimals(
 def test_a_malformed_price_raises() -> None:
     with pytest.raises(InvalidOperation):
         PriceInterner()([("12,5", Decimal(1))])
+
+
+def test_level_texts_render_each_level_object_once() -> None:
+    rendered: list[Decimal] = []
+
+    def render(value: Decimal) -> str:
+        rendered.append(value)
+        return format(value, "f")
+
+    texts = LevelTexts(render, render, ":")
+    price, size = Decimal("1.0"), Decimal("2.50")
+    side = {price: size}
+    assert texts.texts(side, [price]) == ["1.0:2.50"]
+    assert texts.texts(side, [price]) == ["1.0:2.50"]
+    assert rendered == [price, size]  # the second call reused the text
+    side[price] = Decimal("2.5")  # equal value, new object: its own digits must show
+    assert texts.texts(side, [price]) == ["1.0:2.5"]
+    assert rendered[2:] == [Decimal("2.5")]  # the size only: the price object is unchanged
+    equal_price = Decimal("1.00")  # == price, another object with other digits
+    assert texts.texts({equal_price: size}, [equal_price]) == ["1.00:2.50"]
+    texts.clear()
+    assert len(texts) == 0
