@@ -452,6 +452,14 @@ def main() -> int:
     all_sc = scenarios(args.quick)
     only = [s for s in args.only.split(",") if s] or list(all_sc)
     wanted = [c for c in args.clients.split(",") if c]
+    unknown = [s for s in only if s not in all_sc]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(all_sc)}")
+    known_clients = {c for sc in all_sc.values() for c in sc["clients"]}
+    strange = [c for c in wanted if c not in known_clients]
+    if strange:
+        choices = ", ".join(sorted(known_clients))
+        parser.error(f"unknown client(s) {', '.join(strange)}; choose from {choices}")
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     for name in only:
