@@ -48,7 +48,10 @@ def _cpu() -> float:
 
 
 def _now_ts() -> bytes:
-    return str(TS_BASE + time.monotonic_ns() // 1000).encode()
+    ts = str(TS_BASE + time.monotonic_ns() // 1000).encode()
+    if len(ts) != TS_WIDTH:  # after ~96 days of uptime: the frames' fixed width breaks
+        raise SystemExit(f"write time {ts!r} does not fit the frames' {TS_WIDTH} digits")
+    return ts
 
 
 def url_streams(request_line: bytes) -> list[str]:
