@@ -24,7 +24,6 @@ import asyncio
 import collections
 import contextlib
 import math
-import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -46,10 +45,9 @@ from streamkit.simulator.binance import (
     too_many_subscriptions,
     wrap_combined,
 )
+from streamkit.simulator.core import SLOW_CONSUMER_REASON, now_ms
 from streamkit.simulator.faults import Fault, oversize_frame
 from streamkit.simulator.stats import ConnectionStats
-
-SLOW_CONSUMER_REASON = "Slow consumer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +68,6 @@ class StreamRegistry(Protocol):
     def subscribe(self, conn: ClientConnection, streams: Sequence[str]) -> None: ...
 
     def unsubscribe(self, conn: ClientConnection, streams: Sequence[str]) -> None: ...
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ClientConnection:
@@ -304,7 +298,7 @@ class ClientConnection:
                 self.close(CLOSE_POLICY_VIOLATION, PONG_TIMEOUT_REASON)
                 return
             if now >= next_ping:
-                self._last_ping_ms = max(_now_ms(), self._last_ping_ms + 1)  # unique payloads
+                self._last_ping_ms = max(now_ms(), self._last_ping_ms + 1)  # unique payloads
                 payload = str(self._last_ping_ms).encode()
                 self._unanswered_pings[payload] = now
                 try:
@@ -382,7 +376,7 @@ class ClientConnection:
         return False
 
     async def _shutdown(self, delay: float) -> None:
-        payload = server_shutdown_payload(_now_ms()).encode()
+        payload = server_shutdown_payload(now_ms()).encode()
         frame = wrap_combined(SERVER_SHUTDOWN_STREAM, payload) if self.combined else payload
         await self._send_now(frame)
         await asyncio.sleep(delay)

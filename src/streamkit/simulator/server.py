@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Final, Self, TypedDict, Unpack
@@ -50,6 +49,7 @@ from streamkit.simulator.binance import (
 from streamkit.simulator.book import BookState
 from streamkit.simulator.capture import load_capture
 from streamkit.simulator.connection import ClientConnection, ConnectionSettings
+from streamkit.simulator.core import Pacer, json_response, now_ms
 from streamkit.simulator.faults import CONNECTION_FAULTS, Fault, FaultError, decode_fault
 from streamkit.simulator.replay import SymbolFeed
 from streamkit.simulator.stats import ConnectionStats, SimulatorStats
@@ -59,9 +59,6 @@ log = structlog.get_logger("streamkit.simulator")
 DEFAULT_RATE: Final = 10.0
 """Events per second on each stream of each symbol."""
 
-# Producers wake at most every 5 ms and emit the events due since the last wake-up, so high
-# rates cost a few wake-ups per second rather than one per event.
-_MIN_TICK: Final = 0.005
 _CLOSED_STATS_KEPT: Final = 1000
 
 # Binance REST error messages.
@@ -85,14 +82,6 @@ class SimulatorOptions(TypedDict, total=False):
     replay_once: bool
     aliases: Mapping[str, str]
     close_timeout: float
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _json(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(body=body, status=status, content_type="application/json")
 
 
 class BinanceSimulator:
@@ -365,25 +354,17 @@ class BinanceSimulator:
 
     async def _produce(self, feed: SymbolFeed) -> None:
         """Step ``feed`` ``rate`` times per second (on average) until it finishes."""
-        loop = asyncio.get_running_loop()
-        rate = self._rate
-        tick = max(1.0 / rate, _MIN_TICK)
-        max_burst = max(1, math.ceil(rate))  # at most 1 s of catch-up after a loop stall
-        started, done = loop.time(), 0
+        pacer = Pacer(self._rate, asyncio.get_running_loop())
         while not feed.finished:
-            due = int((loop.time() - started) * rate) + 1 - done
-            if due > max_burst:  # the event loop was blocked: skip the backlog, don't flood
-                done += due - max_burst
-                due = max_burst
+            due = pacer.due()
             if due > 0:
                 wanted = self._wanted(feed)
-                now = _now_ms()
+                now = now_ms()
                 for _ in range(due):
                     if feed.finished:
                         break
                     self._dispatch(feed, feed.step(now, wanted))
-                done += due
-            await asyncio.sleep(tick)
+            await asyncio.sleep(pacer.tick)
 
     def _wanted(self, feed: SymbolFeed) -> set[Channel]:
         return {
@@ -420,9 +401,9 @@ class BinanceSimulator:
         else:
             combined, streams = False, split_streams(request.match_info.get("streams", ""))
         if not all(is_valid_stream_name(s) for s in streams):
-            return _json(rest_error(2, "Invalid request: invalid stream"), status=400)
+            return json_response(rest_error(2, "Invalid request: invalid stream"), status=400)
         if len(set(streams)) > self._settings.max_streams:
-            return _json(rest_error(4, "Too many subscriptions"), status=400)
+            return json_response(rest_error(4, "Too many subscriptions"), status=400)
 
         # autoping off: the connection answers client pings and checks pongs itself.
         ws = web.WebSocketResponse(autoping=False, compress=False, timeout=self._close_timeout)
@@ -467,44 +448,44 @@ class BinanceSimulator:
     async def _handle_depth(self, request: web.Request) -> web.Response:
         symbol = request.query.get("symbol")
         if not symbol:
-            return _json(
+            return json_response(
                 rest_error(-1102, _MISSING_SYMBOL),
                 status=400,
             )
         limit = parse_depth_limit(request.query.get("limit"))
         if limit is None:
-            return _json(
+            return json_response(
                 rest_error(-1100, _BAD_LIMIT),
                 status=400,
             )
         feed = self._feeds.get(symbol)
         if feed is None or feed.book is None:
-            return _json(rest_error(-1121, "Invalid symbol."), status=400)
-        return _json(feed.book.rest_body(limit))
+            return json_response(rest_error(-1121, "Invalid symbol."), status=400)
+        return json_response(feed.book.rest_body(limit))
 
     async def _handle_ping(self, request: web.Request) -> web.Response:
-        return _json(b"{}")
+        return json_response(b"{}")
 
     async def _handle_time(self, request: web.Request) -> web.Response:
-        return _json(msgspec.json.encode({"serverTime": _now_ms()}))
+        return json_response(msgspec.json.encode({"serverTime": now_ms()}))
 
     async def _handle_fault(self, request: web.Request) -> web.Response:
         try:
             fault = decode_fault(await request.read())
             affected = self.inject(fault)
         except FaultError as exc:
-            return _json(msgspec.json.encode({"error": str(exc)}), status=400)
-        return _json(msgspec.json.encode({"affected": affected}))
+            return json_response(msgspec.json.encode({"error": str(exc)}), status=400)
+        return json_response(msgspec.json.encode({"affected": affected}))
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
-        return _json(msgspec.json.encode(self.stats))
+        return json_response(msgspec.json.encode(self.stats))
 
     async def _handle_book(self, request: web.Request) -> web.Response:
         try:
             state = self.book(request.query.get("symbol", ""))
         except KeyError:
-            return _json(rest_error(-1121, "Invalid symbol."), status=400)
-        return _json(msgspec.json.encode(state))
+            return json_response(rest_error(-1121, "Invalid symbol."), status=400)
+        return json_response(msgspec.json.encode(state))
 
 
 async def run_simulator(

@@ -21,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import math
-import time
 from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
@@ -30,6 +29,15 @@ import msgspec
 import structlog
 from aiohttp import WSMsgType, web
 
+from streamkit.simulator.core import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY_VIOLATION,
+    SLOW_CONSUMER_REASON,
+    Pacer,
+    json_response,
+)
+from streamkit.simulator.core import RATE_LIMIT_REASON as RATE_LIMIT_REASON
+from streamkit.simulator.core import now_ms as now_ms
 from streamkit.simulator.faults import (
     BOOK_FAULTS,
     CONNECTION_FAULTS,
@@ -46,11 +54,6 @@ log = structlog.get_logger("streamkit.simulator")
 DEFAULT_VENUE_RATE: Final = 10.0
 """Frames per second on each subscription."""
 
-CLOSE_GOING_AWAY: Final = 1001
-CLOSE_POLICY_VIOLATION: Final = 1008
-SLOW_CONSUMER_REASON: Final = "Slow consumer"
-RATE_LIMIT_REASON: Final = "Too many requests"
-_MIN_TICK: Final = 0.005
 _CLOSED_STATS_KEPT: Final = 1000
 
 
@@ -302,19 +305,11 @@ class VenueConnection:
             resumed.cancel()
 
     async def _pace_loop(self) -> None:
-        rate = self._sim.rate
-        tick = max(1.0 / rate, _MIN_TICK)
-        max_burst = max(1, math.ceil(rate))
-        started, done = self._loop.time(), 0
+        pacer = Pacer(self._sim.rate, self._loop)
         while True:
-            due = int((self._loop.time() - started) * rate) + 1 - done
-            if due > max_burst:
-                done += due - max_burst
-                due = max_burst
-            for _ in range(max(due, 0)):
+            for _ in range(pacer.due()):
                 self._step_cursors()
-            done += max(due, 0)
-            await asyncio.sleep(tick)
+            await asyncio.sleep(pacer.tick)
 
     def _step_cursors(self) -> None:
         once = self._sim.replay_once
@@ -652,17 +647,8 @@ class VenueSimulator:
             fault = decode_fault(await request.read())
             affected = self.inject(fault)
         except FaultError as exc:
-            return _json(msgspec.json.encode({"error": str(exc)}), status=400)
-        return _json(msgspec.json.encode({"affected": affected}))
+            return json_response(msgspec.json.encode({"error": str(exc)}), status=400)
+        return json_response(msgspec.json.encode({"affected": affected}))
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
-        return _json(msgspec.json.encode(self.stats))
-
-
-def _json(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(body=body, status=status, content_type="application/json")
-
-
-def now_ms() -> int:
-    """Wall-clock epoch milliseconds."""
-    return time.time_ns() // 1_000_000
+        return json_response(msgspec.json.encode(self.stats))
