@@ -129,6 +129,10 @@ Reader_drain(Reader *self, PyObject *arg)
         if (item == NULL) {
             return NULL;
         }
+        /* A frame holds bytes and a bool: it can never be part of a cycle. The collector
+         * untracks such tuples itself, but only exact tuples, not a subclass like Frame, so
+         * every queued frame would otherwise be traversed by every collection under load. */
+        PyObject_GC_UnTrack(item);
         int failed;
         if (is_list) {
             failed = PyList_Append(self->target, item);
