@@ -16,6 +16,10 @@ the connection with 1008. Text, binary and client PING frames count, as do pongs
 nothing. Pongs that answer the server's own pings do not count (a deviation: Binance counts
 them, but at its 20 s cadence they can never reach the limit, and exempting them lets tests
 run the heartbeat at millisecond intervals).
+
+The read loop, the rate limit, closing and the fault kinds are shared with the venue
+simulators (:class:`~streamkit.simulator.core.BaseConnection`); this module adds Binance's
+control messages, the single outbound queue, the heartbeat and the lifetime timer.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import asyncio
 import collections
 import contextlib
 import math
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -35,7 +39,6 @@ from streamkit.simulator.binance import (
     CLOSE_POLICY_VIOLATION,
     LIFETIME_REASON,
     PONG_TIMEOUT_REASON,
-    RATE_LIMIT_REASON,
     SERVER_SHUTDOWN_STREAM,
     ControlError,
     ControlRequest,
@@ -45,9 +48,8 @@ from streamkit.simulator.binance import (
     too_many_subscriptions,
     wrap_combined,
 )
-from streamkit.simulator.core import SLOW_CONSUMER_REASON, now_ms
-from streamkit.simulator.faults import Fault, oversize_frame
-from streamkit.simulator.stats import ConnectionStats
+from streamkit.simulator.core import SLOW_CONSUMER_REASON, BaseConnection, now_ms
+from streamkit.simulator.faults import Fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,8 @@ class StreamRegistry(Protocol):
     def unsubscribe(self, conn: ClientConnection, streams: Sequence[str]) -> None: ...
 
 
-class ClientConnection:
-    """A prepared WebSocket plus everything the simulator tracks about it.
+class ClientConnection(BaseConnection):
+    """A prepared WebSocket plus everything the Binance spot simulator tracks about it.
 
     The owner calls :meth:`run` from the aiohttp handler and returns when it does; producers
     call :meth:`deliver`; the simulator applies faults with :meth:`apply_fault`.
@@ -88,107 +90,42 @@ class ClientConnection:
         registry: StreamRegistry,
         settings: ConnectionSettings,
     ) -> None:
-        self.id = conn_id
+        super().__init__(
+            conn_id,
+            ws,
+            request,
+            combined=combined,
+            max_incoming_per_second=settings.max_incoming_per_second,
+        )
         self.combined = combined
         self.subscriptions: dict[str, None] = {}  # insertion-ordered set
-        self.stats = ConnectionStats(id=conn_id, path=request.path_qs, combined=combined)
-        self._ws = ws
-        self._transport = request.transport
         self._registry = registry
         self._settings = settings
         self._initial_streams = list(dict.fromkeys(streams))
         self._queue: collections.deque[bytes] = collections.deque()
-        self._wake = asyncio.Event()
-        self._stall_until = 0.0  # event-loop time; math.inf = until resumed
-        self._resumed = asyncio.Event()
         self._gaps: list[str | None] = []  # pending "withhold next depth diff" faults
-        self._incoming: collections.deque[float] = collections.deque()
-        self._unanswered_pings: dict[bytes, float] = {}  # payload -> loop time sent, in order
         self._last_ping_ms = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._close_task: asyncio.Task[bool] | None = None
-        self._loop = asyncio.get_running_loop()
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def run(self) -> None:
-        """Serve the connection until it closes (either side) or is aborted."""
+    def _open(self) -> None:
         self._add_streams(self._initial_streams)
         self._spawn(self._write_loop())
         self._spawn(self._heartbeat_loop())
         if math.isfinite(self._settings.max_lifetime):
             self._spawn(self._expire())
-        try:
-            await self._read_loop()
-        finally:
-            await self._finish()
 
-    async def _finish(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._close_task is not None:
-            with contextlib.suppress(Exception):
-                await self._close_task
-        elif not self._ws.closed:
-            with contextlib.suppress(Exception):
-                await self._ws.close(code=CLOSE_GOING_AWAY)
+    def _release(self) -> None:
         self._registry.unsubscribe(self, list(self.subscriptions))
         self.subscriptions.clear()
-        self.stats.subscriptions = 0
-        self.stats.open = False
-        if self.stats.close_code is None:
-            self.stats.close_code = self._ws.close_code
 
-    def close(self, code: int, reason: str = "") -> None:
-        """Start a closing handshake with ``code``/``reason`` (idempotent, returns at once)."""
-        if self._close_task is not None or self._ws.closed:
-            return
-        self.stats.close_code, self.stats.close_reason = code, reason
+    def _drop_queued(self) -> None:
         self._queue.clear()
-        self._close_task = asyncio.create_task(self._ws.close(code=code, message=reason.encode()))
-
-    @property
-    def closing(self) -> bool:
-        return self._close_task is not None or self._ws.closed
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ----------------------------------------------------------------- inbound
 
-    async def _read_loop(self) -> None:
-        async for msg in self._ws:  # ends on CLOSE / CLOSING / CLOSED
-            if msg.type is WSMsgType.ERROR:
-                return
-            if msg.type is WSMsgType.PONG and self._answer_pong(bytes(msg.data)):
-                continue  # answers our ping: exempt from the rate limit
-            if not self._count_incoming():
-                return
-            if msg.type is WSMsgType.TEXT:
-                self._handle_control(msg.data)
-            elif msg.type is WSMsgType.PING:
-                with contextlib.suppress(ConnectionError):
-                    await self._ws.pong(msg.data)
-            # Binary frames and unsolicited pongs are counted and otherwise ignored.
-
-    def _count_incoming(self) -> bool:
-        """Record one counted frame; False (and closing) when it breaks the rate limit."""
-        now = self._loop.time()
-        window = self._incoming
-        window.append(now)
-        while window[0] <= now - 1.0:
-            window.popleft()
-        self.stats.messages_received += 1
-        if len(window) > self._settings.max_incoming_per_second:
-            self.close(CLOSE_POLICY_VIOLATION, RATE_LIMIT_REASON)
-            return False
-        return True
-
-    def _handle_control(self, text: str) -> None:
+    def _on_text(self, text: str) -> None:
+        """A live control message (``SUBSCRIBE``, ...): answer it."""
         request = parse_control(text)
         if isinstance(request, ControlError):
             self._reply(request.encode())
@@ -310,56 +247,23 @@ class ClientConnection:
                 if next_ping <= now:  # fell behind (blocked loop): don't burst missed pings
                     next_ping = now + interval
 
-    def _answer_pong(self, payload: bytes) -> bool:
-        """True when ``payload`` echoes an outstanding ping (which, and every earlier one, is
-        then answered)."""
-        if payload not in self._unanswered_pings:
-            return False
-        for sent in list(self._unanswered_pings):
-            del self._unanswered_pings[sent]
-            if sent == payload:
-                break
-        self.stats.pongs_received += 1
-        return True
-
     async def _expire(self) -> None:
         await asyncio.sleep(self._settings.max_lifetime)
         self.close(CLOSE_GOING_AWAY, LIFETIME_REASON)
 
     # ----------------------------------------------------------------- faults
 
-    def apply_fault(self, fault: Fault) -> None:
-        """Apply a connection fault (any kind but ``reject``); see :mod:`..faults`."""
-        kind = fault.kind
-        if kind == "drop":
-            # Abort: no close frame, no flush; the client sees the TCP connection vanish.
-            if self._transport is not None:
-                self._transport.abort()
-        elif kind == "stall":
-            seconds = fault.seconds
-            self._stall_until = math.inf if seconds is None else self._loop.time() + seconds
-            self._resumed.clear()
-        elif kind == "resume":
-            self.resume()
-        elif kind == "garbage":
-            self._spawn(self._send_now(fault.text.encode()))
-        elif kind == "oversize":
-            self._spawn(self._send_now(oversize_frame(fault.size)))
-        elif kind == "gap":
-            self._gaps.append(None if fault.symbol is None else fault.symbol.upper())
-        elif kind == "close":
-            self.close(fault.code, fault.reason)
-        elif kind == "shutdown":
-            self._spawn(self._shutdown(fault.seconds or 0.0))
-        else:
-            raise ValueError(f"not a connection fault: {kind}")
+    # (the fault kinds themselves are applied by BaseConnection.apply_fault)
 
-    def resume(self) -> None:
-        """End a stall now (queued data then flows again)."""
-        self._stall_until = 0.0
-        self._resumed.set()
+    def _inject_frame(self, frame: bytes) -> None:
+        self._spawn(self._send_now(frame))
 
-    def clear_gaps(self) -> None:
+    def _add_book_fault(self, fault: Fault) -> None:
+        if fault.kind != "gap":  # the server refuses the others before they get here
+            raise ValueError(f"not a connection fault: {fault.kind}")
+        self._gaps.append(None if fault.symbol is None else fault.symbol.upper())
+
+    def clear_book_faults(self) -> None:
         self._gaps.clear()
 
     async def _wait_while_stalled(self) -> None:

@@ -327,7 +327,7 @@ class BinanceSimulator:
         self._reject_remaining, self._reject_fault = 0, None
         for conn in self._connections.values():
             conn.resume()
-            conn.clear_gaps()
+            conn.clear_book_faults()
 
     # ----------------------------------------------------------------- fan-out (StreamRegistry)
 

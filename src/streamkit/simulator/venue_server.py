@@ -21,7 +21,7 @@ import asyncio
 import collections
 import contextlib
 import math
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -33,6 +33,7 @@ from streamkit.simulator.core import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY_VIOLATION,
     SLOW_CONSUMER_REASON,
+    BaseConnection,
     Pacer,
     json_response,
 )
@@ -44,7 +45,6 @@ from streamkit.simulator.faults import (
     Fault,
     FaultError,
     decode_fault,
-    oversize_frame,
 )
 from streamkit.simulator.stats import ConnectionStats, SimulatorStats
 from streamkit.simulator.venues.base import BookKind, Relabel, ReplaySource, VenueAdapter
@@ -72,14 +72,17 @@ class _Cursor:
         self.step = 0
 
 
-class VenueConnection:
-    """One accepted WebSocket: outbound queues, subscriptions and their cursors, faults.
+class VenueConnection(BaseConnection):
+    """One accepted WebSocket: outbound queues, subscriptions and their cursors, book faults.
 
     Implements :class:`~streamkit.simulator.venues.base.Session` for the adapter. Tasks besides
     the aiohttp handler (which runs the read loop): the writer (drains the control queue,
     then the data queue unless stalled), the pacer (advances cursors), the adapter's
     keepalive, and an optional WebSocket ping loop when the venue uses control-frame pings.
+    Every pong is exempt from the adapter's inbound rate limit.
     """
+
+    counts_unsolicited_pongs = False
 
     def __init__(
         self,
@@ -89,33 +92,24 @@ class VenueConnection:
         *,
         sim: VenueSimulator,
     ) -> None:
-        self._id = conn_id
-        self._ws = ws
+        super().__init__(
+            conn_id,
+            ws,
+            request,
+            combined=False,
+            max_incoming_per_second=sim.adapter.max_incoming_per_second,
+        )
         self._request = request
-        self._transport = request.transport
         self._sim = sim
         self._adapter = sim.adapter
         self._state: dict[str, Any] = {}
-        self.stats = ConnectionStats(id=conn_id, path=request.path_qs, combined=False)
         self._cursors: dict[str, _Cursor | None] = {}  # insertion-ordered
         self._data: collections.deque[bytes] = collections.deque()
         self._control: collections.deque[bytes] = collections.deque()
-        self._wake = asyncio.Event()
-        self._stall_until = 0.0
-        self._resumed = asyncio.Event()
         self._book_faults: list[tuple[str, str | None]] = []  # (kind, symbol or None)
-        self._incoming: collections.deque[float] = collections.deque()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._close_task: asyncio.Task[bool] | None = None
-        self._loop = asyncio.get_running_loop()
-        self._last_out = self._last_in = self._loop.time()
-        self._unanswered_pings: dict[bytes, float] = {}
+        self._last_out = self._last_in
 
     # ----------------------------------------------------------------- Session protocol
-
-    @property
-    def id(self) -> int:
-        return self._id
 
     @property
     def path(self) -> str:
@@ -161,14 +155,6 @@ class VenueConnection:
     def subscriptions(self) -> Sequence[str]:
         return tuple(self._cursors)
 
-    def close(self, code: int, reason: str = "") -> None:
-        if self._close_task is not None or self._ws.closed:
-            return
-        self.stats.close_code, self.stats.close_reason = code, reason
-        self._data.clear()
-        self._control.clear()
-        self._close_task = asyncio.create_task(self._ws.close(code=code, message=reason.encode()))
-
     async def ws_ping(self, payload: bytes) -> None:
         with contextlib.suppress(ConnectionError):
             await self._ws.ping(payload)
@@ -182,78 +168,24 @@ class VenueConnection:
 
     # ----------------------------------------------------------------- lifecycle
 
-    @property
-    def closing(self) -> bool:
-        return self._close_task is not None or self._ws.closed
-
-    async def run(self) -> None:
-        """Serve the connection until it closes (either side) or is aborted."""
+    def _open(self) -> None:
         self._spawn(self._write_loop())
         self._spawn(self._pace_loop())
         self._spawn(self._adapter.keepalive(self))
         if self._sim.ws_ping_interval is not None:
             self._spawn(self._ws_ping_loop(self._sim.ws_ping_interval))
         self._adapter.on_open(self)
-        try:
-            await self._read_loop()
-        finally:
-            await self._finish()
 
-    async def _finish(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._close_task is not None:
-            with contextlib.suppress(Exception):
-                await self._close_task
-        elif not self._ws.closed:
-            with contextlib.suppress(Exception):
-                await self._ws.close(code=CLOSE_GOING_AWAY)
+    def _release(self) -> None:
         self._adapter.on_close(self)
         self._cursors.clear()
-        self.stats.subscriptions = 0
-        self.stats.open = False
-        if self.stats.close_code is None:
-            self.stats.close_code = self._ws.close_code
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _drop_queued(self) -> None:
+        self._data.clear()
+        self._control.clear()
 
-    # ----------------------------------------------------------------- inbound
-
-    async def _read_loop(self) -> None:
-        async for msg in self._ws:
-            if msg.type is WSMsgType.ERROR:
-                return
-            self._last_in = self._loop.time()
-            if msg.type is WSMsgType.PONG:
-                self._answer_pong(bytes(msg.data))
-                continue
-            if not self._count_incoming():
-                return
-            if msg.type is WSMsgType.TEXT:
-                self._adapter.on_text(self, msg.data)
-            elif msg.type is WSMsgType.PING:
-                with contextlib.suppress(ConnectionError):
-                    await self._ws.pong(msg.data)
-
-    def _count_incoming(self) -> bool:
-        self.stats.messages_received += 1
-        limit = self._adapter.max_incoming_per_second
-        if limit is None:
-            return True
-        now = self._loop.time()
-        window = self._incoming
-        window.append(now)
-        while window[0] <= now - 1.0:
-            window.popleft()
-        if len(window) > limit:
-            self.close(CLOSE_POLICY_VIOLATION, RATE_LIMIT_REASON)
-            return False
-        return True
+    def _on_text(self, text: str) -> None:
+        self._adapter.on_text(self, text)
 
     # ----------------------------------------------------------------- outbound
 
@@ -358,44 +290,15 @@ class VenueConnection:
             self._unanswered_pings[payload] = self._loop.time()
             await self.ws_ping(payload)
 
-    def _answer_pong(self, payload: bytes) -> None:
-        if payload not in self._unanswered_pings:
-            return
-        for sent in list(self._unanswered_pings):
-            del self._unanswered_pings[sent]
-            if sent == payload:
-                break
-        self.stats.pongs_received += 1
-
     # ----------------------------------------------------------------- faults
 
-    def apply_fault(self, fault: Fault) -> None:
-        kind = fault.kind
-        if kind == "drop":
-            if self._transport is not None:
-                self._transport.abort()
-        elif kind == "stall":
-            seconds = fault.seconds
-            self._stall_until = math.inf if seconds is None else self._loop.time() + seconds
-            self._resumed.clear()
-        elif kind == "resume":
-            self.resume()
-        elif kind == "garbage":
-            self.send_control(fault.text)
-        elif kind == "oversize":
-            self.send_control(oversize_frame(fault.size))
-        elif kind in BOOK_FAULTS:
-            self._book_faults.append((kind, fault.symbol))
-        elif kind == "close":
-            self.close(fault.code, fault.reason)
-        elif kind == "shutdown":
-            self._spawn(self._shutdown(fault.seconds or 0.0))
-        else:
-            raise ValueError(f"not a connection fault: {kind}")
+    # (the fault kinds themselves are applied by BaseConnection.apply_fault)
 
-    def resume(self) -> None:
-        self._stall_until = 0.0
-        self._resumed.set()
+    def _inject_frame(self, frame: bytes) -> None:
+        self.send_control(frame)
+
+    def _add_book_fault(self, fault: Fault) -> None:
+        self._book_faults.append((fault.kind, fault.symbol))
 
     def clear_book_faults(self) -> None:
         self._book_faults.clear()
