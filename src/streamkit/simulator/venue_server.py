@@ -1,8 +1,10 @@
 """The venue-independent simulator: an aiohttp WebSocket server driven by a venue adapter.
 
-:class:`VenueSimulator` owns the server lifecycle, connection bookkeeping, pacing of captured
-frames, fault injection, stats and the HTTP control endpoints; the protocol lives in a
-:class:`~streamkit.simulator.venues.base.VenueAdapter` (see :mod:`streamkit.simulator.venues`).
+:class:`VenueSimulator` owns pacing of captured frames, the outbound queues and book faults;
+the protocol lives in a :class:`~streamkit.simulator.venues.base.VenueAdapter` (see
+:mod:`streamkit.simulator.venues`). The server lifecycle, connection bookkeeping, the
+connection faults, stats and the HTTP control endpoints are shared with the Binance spot
+simulator (:mod:`streamkit.simulator.core`).
 
 Endpoints (``rest_url`` is the base):
 
@@ -22,11 +24,8 @@ import collections
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
-import msgspec
-import structlog
 from aiohttp import WSMsgType, web
 
 from streamkit.simulator.core import (
@@ -34,27 +33,18 @@ from streamkit.simulator.core import (
     CLOSE_POLICY_VIOLATION,
     SLOW_CONSUMER_REASON,
     BaseConnection,
+    BaseSimulator,
     Pacer,
-    json_response,
 )
+
+# Re-exported: these names were defined here before core.py existed.
 from streamkit.simulator.core import RATE_LIMIT_REASON as RATE_LIMIT_REASON
 from streamkit.simulator.core import now_ms as now_ms
-from streamkit.simulator.faults import (
-    BOOK_FAULTS,
-    CONNECTION_FAULTS,
-    Fault,
-    FaultError,
-    decode_fault,
-)
-from streamkit.simulator.stats import ConnectionStats, SimulatorStats
+from streamkit.simulator.faults import Fault, FaultError
 from streamkit.simulator.venues.base import BookKind, Relabel, ReplaySource, VenueAdapter
-
-log = structlog.get_logger("streamkit.simulator")
 
 DEFAULT_VENUE_RATE: Final = 10.0
 """Frames per second on each subscription."""
-
-_CLOSED_STATS_KEPT: Final = 1000
 
 
 def _as_bytes(frame: str | bytes) -> bytes:
@@ -311,7 +301,7 @@ class VenueConnection(BaseConnection):
         self.close(CLOSE_GOING_AWAY)
 
 
-class VenueSimulator:
+class VenueSimulator(BaseSimulator[VenueConnection]):
     """A local, offline market-data server for one venue, replaying its captured frames.
 
     Args:
@@ -324,6 +314,9 @@ class VenueSimulator:
         ws_ping_interval, ws_pong_timeout: WebSocket control-frame pings (venues that use
             them set defaults through the factory; None disables).
         close_timeout: seconds :meth:`stop` waits for connections to close.
+
+    Lifecycle, stats, fault injection and the ``/_sim/*`` endpoints come from
+    :class:`~streamkit.simulator.core.BaseSimulator`.
     """
 
     def __init__(
@@ -343,104 +336,40 @@ class VenueSimulator:
             raise ValueError("rate must be a positive number of frames per second")
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
+        super().__init__(
+            host=host,
+            port=port,
+            rate=rate,
+            replay_once=replay_once,
+            close_timeout=close_timeout,
+        )
         self.adapter = adapter
-        self._host = host
-        self._requested_port = port
-        self._rate = float(rate)
-        self._replay_once = replay_once
         self.max_pending = max_pending
         self.ws_ping_interval = ws_ping_interval
         self.ws_pong_timeout = ws_pong_timeout
-        self._close_timeout = close_timeout
-        self._connections: dict[int, VenueConnection] = {}
-        self._handlers: dict[int, asyncio.Task[object]] = {}
-        self._closed_stats: collections.deque[ConnectionStats] = collections.deque(
-            maxlen=_CLOSED_STATS_KEPT
-        )
-        self._accepted = 0
-        self._rejected = 0
-        self._faults: collections.Counter[str] = collections.Counter()
-        self._reject_remaining = 0
-        self._reject_fault: Fault | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+
+    @property
+    def _log_context(self) -> Mapping[str, str]:
+        return {"exchange": self.adapter.exchange}
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Bind and start serving."""
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
-        app = web.Application()
+    def _add_routes(self, app: web.Application) -> None:
         for path in dict.fromkeys((self.adapter.ws_path, *self.adapter.ws_paths)):
             app.router.add_get(path, self._handle_ws)
         self.adapter.add_routes(app)
-        app.router.add_post("/_sim/fault", self._handle_fault)
-        app.router.add_get("/_sim/stats", self._handle_stats)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+
+    async def _on_started(self) -> None:
         await self.adapter.start(self)
-        log.info(
-            "simulator.started",
-            exchange=self.adapter.exchange,
-            ws_url=self.ws_url,
-            rest_url=self.rest_url,
-            rate=self._rate,
-        )
 
-    async def stop(self) -> None:
-        """Close every connection (1001) and release the port. Idempotent."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
+    async def _on_stopping(self) -> None:
         await self.adapter.stop()
-        for conn in list(self._connections.values()):
-            conn.close(CLOSE_GOING_AWAY, "Server stopping")
-        handlers = list(self._handlers.values())
-        if handlers:
-            _, still_open = await asyncio.wait(handlers, timeout=self._close_timeout)
-            for handler in still_open:
-                handler.cancel()
-        await runner.cleanup()
-        log.info("simulator.stopped", exchange=self.adapter.exchange)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ----------------------------------------------------------------- public API
 
     @property
     def exchange(self) -> str:
         return self.adapter.exchange
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("simulator not started")
-        return self._port
-
-    @property
-    def _authority(self) -> str:
-        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
-        host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
-        return f"{host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
@@ -452,106 +381,23 @@ class VenueSimulator:
         return f"ws://{self._authority}{path}"
 
     @property
-    def rest_url(self) -> str:
-        """REST base, ``http://127.0.0.1:PORT``."""
-        return f"http://{self._authority}"
-
-    @property
-    def rate(self) -> float:
-        return self._rate
-
-    @property
-    def replay_once(self) -> bool:
-        return self._replay_once
-
-    @property
     def time_scale(self) -> float:
         return self.adapter.time_scale
 
-    @property
-    def stats(self) -> SimulatorStats:
-        """A snapshot of the counters."""
-        live = [msgspec.structs.replace(c.stats) for c in self._connections.values()]
-        closed = [msgspec.structs.replace(s) for s in self._closed_stats]
-        return SimulatorStats(
-            connections_accepted=self._accepted,
-            connections_open=len(self._connections),
-            handshakes_rejected=self._rejected,
-            faults_injected=dict(self._faults),
-            connections=sorted(closed + live, key=lambda s: s.id),
-        )
+    # ----------------------------------------------------------------- faults and handshakes
 
-    def inject(self, fault: Fault) -> int:
-        """Inject ``fault`` now; returns how many connections it was applied to (for
-        ``reject``: how many future handshakes will be refused). Raises :class:`FaultError`
-        for a fault the venue cannot express (``bad_checksum`` without book checksums,
-        ``shutdown`` without a shutdown message)."""
+    def _check_fault(self, fault: Fault) -> None:
+        """Refuse ``bad_checksum`` without book checksums and ``shutdown`` without a
+        server-shutdown message."""
         if fault.kind == "bad_checksum" and not self.adapter.has_checksum:
             raise FaultError(f"{self.exchange} books carry no checksum")
         if fault.kind == "shutdown" and self.adapter.shutdown_frame() is None:
             raise FaultError(f"{self.exchange} has no server-shutdown message")
-        self._faults[fault.kind] += 1
-        log.info("simulator.fault", exchange=self.exchange, kind=fault.kind, conn=fault.conn)
-        if fault.kind == "reject":
-            self._reject_fault, self._reject_remaining = fault, fault.count
-            return fault.count
-        assert fault.kind in CONNECTION_FAULTS or fault.kind in BOOK_FAULTS
-        if fault.conn is None:
-            targets = list(self._connections.values())
-        else:
-            target = self._connections.get(fault.conn)
-            targets = [] if target is None else [target]
-        for conn in targets:
-            conn.apply_fault(fault)
-        return len(targets)
 
-    def clear_faults(self) -> None:
-        """End every stall, forget pending book faults and armed rejections."""
-        self._reject_remaining, self._reject_fault = 0, None
-        for conn in self._connections.values():
-            conn.resume()
-            conn.clear_book_faults()
+    def _new_connection(
+        self, conn_id: int, ws: web.WebSocketResponse, request: web.Request
+    ) -> VenueConnection:
+        return VenueConnection(conn_id, ws, request, sim=self)
 
-    # ----------------------------------------------------------------- HTTP handlers
-
-    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
-        if self._reject_remaining > 0 and self._reject_fault is not None:
-            return self._reject(self._reject_fault)
-        ws = web.WebSocketResponse(autoping=False, compress=False, timeout=self._close_timeout)
-        await ws.prepare(request)
-        conn_id = self._accepted
-        self._accepted += 1
-        conn = VenueConnection(conn_id, ws, request, sim=self)
-        self._connections[conn_id] = conn
-        handler = asyncio.current_task()
-        if handler is not None:
-            self._handlers[conn_id] = handler
-        log.debug("simulator.connected", exchange=self.exchange, conn=conn_id, path=request.path)
-        try:
-            await conn.run()
-        finally:
-            del self._connections[conn_id]
-            self._handlers.pop(conn_id, None)
-            self._closed_stats.append(conn.stats)
-            log.debug("simulator.disconnected", conn=conn_id, code=conn.stats.close_code)
-        return ws
-
-    def _reject(self, fault: Fault) -> web.Response:
-        self._reject_remaining -= 1
-        self._rejected += 1
-        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-        body, content_type = self.adapter.reject_body(fault.status)
-        return web.Response(
-            status=fault.status, body=body, headers=headers, content_type=content_type
-        )
-
-    async def _handle_fault(self, request: web.Request) -> web.Response:
-        try:
-            fault = decode_fault(await request.read())
-            affected = self.inject(fault)
-        except FaultError as exc:
-            return json_response(msgspec.json.encode({"error": str(exc)}), status=400)
-        return json_response(msgspec.json.encode({"affected": affected}))
-
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        return json_response(msgspec.json.encode(self.stats))
+    def _reject_body(self, status: int) -> tuple[bytes, str]:
+        return self.adapter.reject_body(status)
