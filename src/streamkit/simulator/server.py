@@ -15,23 +15,23 @@ Data flow: one producer task per symbol steps its :class:`~.replay.SymbolFeed` `
 second and fans each event out to the subscribed connections' own queues, so no producer
 ever waits for a socket. Frames are encoded once per event (and wrapped once per stream
 name for combined-stream subscribers), not once per connection.
+
+The server shell (lifecycle, connection bookkeeping, stats, fault injection, the ``/_sim/fault``
+and ``/_sim/stats`` endpoints) is :class:`~streamkit.simulator.core.BaseSimulator`, shared with
+the venue simulators; this module adds what is Binance spot's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import math
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Final, Self, TypedDict, Unpack
+from typing import Final, TypedDict, Unpack
 
 import msgspec
-import structlog
 from aiohttp import web
 
 from streamkit.simulator.binance import (
-    CLOSE_GOING_AWAY,
     DEFAULT_MAX_LIFETIME,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PONG_TIMEOUT,
@@ -49,17 +49,12 @@ from streamkit.simulator.binance import (
 from streamkit.simulator.book import BookState
 from streamkit.simulator.capture import load_capture
 from streamkit.simulator.connection import ClientConnection, ConnectionSettings
-from streamkit.simulator.core import Pacer, json_response, now_ms
-from streamkit.simulator.faults import CONNECTION_FAULTS, Fault, FaultError, decode_fault
+from streamkit.simulator.core import BaseSimulator, Pacer, json_response, now_ms
+from streamkit.simulator.faults import CONNECTION_FAULTS, Fault, FaultError
 from streamkit.simulator.replay import SymbolFeed
-from streamkit.simulator.stats import ConnectionStats, SimulatorStats
-
-log = structlog.get_logger("streamkit.simulator")
 
 DEFAULT_RATE: Final = 10.0
 """Events per second on each stream of each symbol."""
-
-_CLOSED_STATS_KEPT: Final = 1000
 
 # Binance REST error messages.
 _TOO_MANY_REQUESTS: Final = "Too many requests; please use the websocket for live updates."
@@ -84,7 +79,7 @@ class SimulatorOptions(TypedDict, total=False):
     close_timeout: float
 
 
-class BinanceSimulator:
+class BinanceSimulator(BaseSimulator[ClientConnection]):
     """A local, offline Binance spot market-data server replaying captured frames.
 
     Args:
@@ -107,6 +102,8 @@ class BinanceSimulator:
         close_timeout: seconds :meth:`stop` waits for connections to close.
 
     Use ``async with BinanceSimulator(...) as sim:`` or :meth:`start` / :meth:`stop`.
+    Lifecycle, stats, fault injection and the ``/_sim/fault`` and ``/_sim/stats`` endpoints
+    come from :class:`~streamkit.simulator.core.BaseSimulator`.
     """
 
     def __init__(
@@ -131,11 +128,13 @@ class BinanceSimulator:
             raise ValueError("ping_interval, pong_timeout and max_lifetime must be > 0")
         if max_streams < 1 or max_incoming_per_second < 1 or max_pending < 1:
             raise ValueError("max_streams, max_incoming_per_second and max_pending must be >= 1")
-        self._host = host
-        self._requested_port = port
-        self._rate = float(rate)
-        self._replay_once = replay_once
-        self._close_timeout = close_timeout
+        super().__init__(
+            host=host,
+            port=port,
+            rate=rate,
+            replay_once=replay_once,
+            close_timeout=close_timeout,
+        )
         self._settings = ConnectionSettings(
             ping_interval=ping_interval,
             pong_timeout=pong_timeout,
@@ -163,97 +162,34 @@ class BinanceSimulator:
         }
 
         self._subscribers: dict[str, dict[int, ClientConnection]] = {}
-        self._connections: dict[int, ClientConnection] = {}
-        self._handlers: dict[int, asyncio.Task[object]] = {}
-        self._closed_stats: collections.deque[ConnectionStats] = collections.deque(
-            maxlen=_CLOSED_STATS_KEPT
-        )
-        self._accepted = 0
-        self._rejected = 0
-        self._faults: collections.Counter[str] = collections.Counter()
-        self._reject_remaining = 0
-        self._reject_fault: Fault | None = None
         self._producers: dict[str, asyncio.Task[None]] = {}
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Bind and start serving; in loop mode every symbol's producer starts now."""
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
-        app = web.Application()
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_get("/stream", self._handle_ws)
         app.router.add_get("/ws", self._handle_ws)
         app.router.add_get("/ws/{streams:.+}", self._handle_ws)
         app.router.add_get("/api/v3/depth", self._handle_depth)
         app.router.add_get("/api/v3/ping", self._handle_ping)
         app.router.add_get("/api/v3/time", self._handle_time)
-        app.router.add_post("/_sim/fault", self._handle_fault)
-        app.router.add_get("/_sim/stats", self._handle_stats)
         app.router.add_get("/_sim/book", self._handle_book)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+
+    async def _on_started(self) -> None:
+        """In loop mode every symbol's producer starts now (replay-once: on subscription)."""
         if not self._replay_once:
             for feed in self._feeds.values():
                 self._start_producer(feed)
-        log.info("simulator.started", ws_url=self.ws_url, rest_url=self.rest_url, rate=self._rate)
 
-    async def stop(self) -> None:
-        """Stop producers, close every connection (1001) and release the port. Idempotent."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
+    async def _on_stopping(self) -> None:
+        """Stop the producers before the connections are closed."""
         producers = list(self._producers.values())
         self._producers.clear()
         for task in producers:
             task.cancel()
         await asyncio.gather(*producers, return_exceptions=True)
-        for conn in list(self._connections.values()):
-            conn.close(CLOSE_GOING_AWAY, "Server stopping")
-        handlers = list(self._handlers.values())
-        if handlers:
-            _, still_open = await asyncio.wait(handlers, timeout=self._close_timeout)
-            for handler in still_open:
-                handler.cancel()
-        await runner.cleanup()
-        log.info("simulator.stopped")
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ----------------------------------------------------------------- public API
-
-    @property
-    def port(self) -> int:
-        """The bound TCP port (only after :meth:`start`)."""
-        if self._port is None:
-            raise RuntimeError("simulator not started")
-        return self._port
-
-    @property
-    def _authority(self) -> str:
-        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
-        host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
-        return f"{host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
@@ -267,18 +203,9 @@ class BinanceSimulator:
         return f"ws://{self._authority}/ws"
 
     @property
-    def rest_url(self) -> str:
-        """REST base, ``http://127.0.0.1:PORT`` (append ``/api/v3/depth?symbol=...``)."""
-        return f"http://{self._authority}"
-
-    @property
     def symbols(self) -> tuple[str, ...]:
         """Served symbols (uppercase), captured ones first, then aliases."""
         return tuple(self._feeds)
-
-    @property
-    def rate(self) -> float:
-        return self._rate
 
     def book(self, symbol: str) -> BookState:
         """A copy of ``symbol``'s authoritative book; KeyError for a symbol without one."""
@@ -287,47 +214,11 @@ class BinanceSimulator:
             raise KeyError(f"no order book for {symbol!r}")
         return feed.book.state()
 
-    @property
-    def stats(self) -> SimulatorStats:
-        """A snapshot of the counters."""
-        live = [msgspec.structs.replace(c.stats) for c in self._connections.values()]
-        closed = [msgspec.structs.replace(s) for s in self._closed_stats]
-        return SimulatorStats(
-            connections_accepted=self._accepted,
-            connections_open=len(self._connections),
-            handshakes_rejected=self._rejected,
-            faults_injected=dict(self._faults),
-            connections=sorted(closed + live, key=lambda s: s.id),
-        )
-
-    def inject(self, fault: Fault) -> int:
-        """Inject ``fault`` now; returns how many connections it was applied to (for
-        ``reject``: how many future handshakes will be refused). A ``conn`` that is not open
-        matches nothing. Raises :class:`FaultError` for ``duplicate`` / ``bad_checksum``,
-        which only the venue simulators (:func:`~streamkit.simulator.make_simulator`) do."""
+    def _check_fault(self, fault: Fault) -> None:
+        """Refuse ``duplicate`` / ``bad_checksum``, which only the venue simulators
+        (:func:`~streamkit.simulator.make_simulator`) do."""
         if fault.kind not in CONNECTION_FAULTS and fault.kind != "reject":
             raise FaultError(f"the Binance spot simulator does not support {fault.kind!r}")
-        self._faults[fault.kind] += 1
-        log.info("simulator.fault", kind=fault.kind, conn=fault.conn)
-        if fault.kind == "reject":
-            self._reject_fault, self._reject_remaining = fault, fault.count
-            return fault.count
-        assert fault.kind in CONNECTION_FAULTS
-        if fault.conn is None:
-            targets = list(self._connections.values())
-        else:
-            target = self._connections.get(fault.conn)
-            targets = [] if target is None else [target]
-        for conn in targets:
-            conn.apply_fault(fault)
-        return len(targets)
-
-    def clear_faults(self) -> None:
-        """End every stall, forget pending gaps and armed rejections."""
-        self._reject_remaining, self._reject_fault = 0, None
-        for conn in self._connections.values():
-            conn.resume()
-            conn.clear_book_faults()
 
     # ----------------------------------------------------------------- fan-out (StreamRegistry)
 
@@ -393,24 +284,27 @@ class BinanceSimulator:
 
     # ----------------------------------------------------------------- HTTP handlers
 
-    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
-        if self._reject_remaining > 0 and self._reject_fault is not None:
-            return self._reject(self._reject_fault)
+    @staticmethod
+    def _requested_streams(request: web.Request) -> tuple[bool, Sequence[str]]:
+        """``(combined, stream names)`` of a handshake: ``/stream?streams=a/b`` is combined,
+        ``/ws/a/b`` raw."""
         if request.path == "/stream":
-            combined, streams = True, split_streams(request.query.get("streams", ""))
-        else:
-            combined, streams = False, split_streams(request.match_info.get("streams", ""))
+            return True, split_streams(request.query.get("streams", ""))
+        return False, split_streams(request.match_info.get("streams", ""))
+
+    def _refuse_handshake(self, request: web.Request) -> web.Response | None:
+        _, streams = self._requested_streams(request)
         if not all(is_valid_stream_name(s) for s in streams):
             return json_response(rest_error(2, "Invalid request: invalid stream"), status=400)
         if len(set(streams)) > self._settings.max_streams:
             return json_response(rest_error(4, "Too many subscriptions"), status=400)
+        return None
 
-        # autoping off: the connection answers client pings and checks pongs itself.
-        ws = web.WebSocketResponse(autoping=False, compress=False, timeout=self._close_timeout)
-        await ws.prepare(request)
-        conn_id = self._accepted
-        self._accepted += 1
-        conn = ClientConnection(
+    def _new_connection(
+        self, conn_id: int, ws: web.WebSocketResponse, request: web.Request
+    ) -> ClientConnection:
+        combined, streams = self._requested_streams(request)
+        return ClientConnection(
             conn_id,
             ws,
             request,
@@ -419,31 +313,11 @@ class BinanceSimulator:
             registry=self,
             settings=self._settings,
         )
-        self._connections[conn_id] = conn
-        handler = asyncio.current_task()
-        if handler is not None:
-            self._handlers[conn_id] = handler
-        log.debug("simulator.connected", conn=conn_id, path=request.path_qs)
-        try:
-            await conn.run()
-        finally:
-            del self._connections[conn_id]
-            self._handlers.pop(conn_id, None)
-            self._closed_stats.append(conn.stats)
-            log.debug("simulator.disconnected", conn=conn_id, code=conn.stats.close_code)
-        return ws
 
-    def _reject(self, fault: Fault) -> web.Response:
-        self._reject_remaining -= 1
-        self._rejected += 1
-        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-        if fault.status == 429:  # Binance's body for its request-rate limit
-            body = rest_error(-1003, _TOO_MANY_REQUESTS)
-        else:
-            body = rest_error(-1, f"HTTP {fault.status}")
-        return web.Response(
-            status=fault.status, body=body, headers=headers, content_type="application/json"
-        )
+    def _reject_body(self, status: int) -> tuple[bytes, str]:
+        if status == 429:  # Binance's body for its request-rate limit
+            return rest_error(-1003, _TOO_MANY_REQUESTS), "application/json"
+        return rest_error(-1, f"HTTP {status}"), "application/json"
 
     async def _handle_depth(self, request: web.Request) -> web.Response:
         symbol = request.query.get("symbol")
@@ -468,17 +342,6 @@ class BinanceSimulator:
 
     async def _handle_time(self, request: web.Request) -> web.Response:
         return json_response(msgspec.json.encode({"serverTime": now_ms()}))
-
-    async def _handle_fault(self, request: web.Request) -> web.Response:
-        try:
-            fault = decode_fault(await request.read())
-            affected = self.inject(fault)
-        except FaultError as exc:
-            return json_response(msgspec.json.encode({"error": str(exc)}), status=400)
-        return json_response(msgspec.json.encode({"affected": affected}))
-
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        return json_response(msgspec.json.encode(self.stats))
 
     async def _handle_book(self, request: web.Request) -> web.Response:
         try:
