@@ -3,9 +3,10 @@
 A venue adapter (one module per exchange in this package) knows only its protocol: which
 WebSocket paths it serves, how subscribe/unsubscribe/ping messages look and what it answers,
 its heartbeats, which captured frames answer which subscription, and its REST endpoints where
-its book sync needs them. Everything else (the aiohttp server, connection bookkeeping, the
-outbound queues, pacing, faults, stats, the ``/_sim/*`` control endpoints) lives in
-:mod:`streamkit.simulator.venue_server` and is shared by every venue.
+its book sync needs them. Everything else is shared by every venue: the outbound queues and
+the replay loop live in :mod:`streamkit.simulator.venue_server`, and what every simulator
+(Binance spot's included) shares, the aiohttp server, connection bookkeeping, pacing, faults,
+stats and the ``/_sim/*`` control endpoints, in :mod:`streamkit.simulator.core`.
 
 Replay model: a subscription to a topic with captured frames gets its own *cursor* over a
 :class:`ReplaySource`, starting at the first captured frame (a book's snapshot), so every
