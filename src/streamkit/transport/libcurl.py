@@ -327,14 +327,20 @@ class LibcurlTransport:
 
     @staticmethod
     def _abandon(handshake: asyncio.Future[None] | None, curl: Curl) -> None:
-        """Close the handle of a handshake connect() will not use, once its thread is done."""
+        """Close the handle of a handshake connect() will not use, once its thread is done.
 
-        def close(_: object = None) -> None:
+        The handshake's outcome is retrieved and dropped: connect() has already reported
+        its own error, and an unretrieved one would make asyncio log "Future exception was
+        never retrieved" whenever the collector frees the future."""
+
+        def close(done: asyncio.Future[None] | None = None) -> None:
+            if done is not None and not done.cancelled():
+                done.exception()
             with contextlib.suppress(Exception):
                 curl.close()
 
         if handshake is None or handshake.done():
-            close()
+            close(handshake)
         else:
             handshake.add_done_callback(close)
 
