@@ -32,6 +32,11 @@ class TransportOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         ``AsyncWebSocket`` over libcurl, the previous default, kept as an option and as the
         benchmark baseline) or ``memory`` (in-process, for tests).
         Every option below applies to both libcurl kinds except ``coalesce_frames``.
+        One difference the venue can see: libcurl answers a server's PING itself but only
+        writes the PONG at the connection's next send or read call. ``curl`` flushes it
+        when the PING arrives; ``curl_cffi`` leaves it until the client next sends (or
+        the next message arrives), so on a quiet connection the client does not write to,
+        a venue that drops clients which do not answer its pings may drop it.
     connect_timeout: seconds for TCP + TLS + HTTP upgrade.
     recv_queue_size / send_queue_size: messages buffered between the socket and the actor.
     max_send_batch_size: frames written per send batch.
