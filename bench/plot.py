@@ -319,13 +319,21 @@ def limit_text(target: dict[str, Any]) -> str:
 
 
 def targets_table(doc: dict[str, Any]) -> list[str]:
-    lines = ["| target | this run | limit | result |", "| --- | ---: | ---: | --- |"]
+    """One row per target; the last column gives, for a target that compares streamkit with
+    a baseline, the same ratio with the raw asyncio floor in streamkit's place (run.py)."""
+    lines = [
+        "| target | this run | limit | result | the floor in streamkit's place |",
+        "| --- | ---: | ---: | --- | ---: |",
+    ]
     for t in doc.get("targets", []):
         result = {True: "met", False: "**missed**", None: "not measured"}[t.get("met")]
         if t.get("note"):
             result += f" ({t['note']})"
         value = cell(t.get("value"), ",.2f")
-        lines.append(f"| {t['target']} | {value} | {limit_text(t)} | {result} |")
+        floor = "—" if t.get("floor") is None else cell(t["floor"], ",.2f")
+        if t.get("floor_met") is False:
+            floor += " (misses it too)"
+        lines.append(f"| {t['target']} | {value} | {limit_text(t)} | {result} | {floor} |")
     return lines
 
 

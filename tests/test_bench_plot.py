@@ -125,6 +125,8 @@ def synthetic_results() -> dict[str, Any]:
                 "limit": 1.2,
                 "met": True,
                 "note": "",
+                "floor": 1.1,
+                "floor_met": False,
             },
             {
                 "target": "paced 50k: p99 streamkit / floor",
@@ -185,8 +187,12 @@ def test_renders_figures_page_and_index(tmp_path: Path) -> None:
     assert "2026-11-22 02:15" in page and "libcurl/8.0.0-TEST" in page and "| cores | 2" in page
     assert "met 2 of issue 5's 3 targets" in page
     assert "Missed: paced 50k: p99 streamkit / floor (2.50, target ≤ 2)" in page
-    assert "| paced 50k: CPU/msg streamkit / floor | 1.23 | ≤ 1.5 | met |" in page
-    assert "| burst: msgs/s streamkit / curl_cffi (no decode) | 1.33 | ≥ 1.2 | met |" in page
+    assert "| paced 50k: CPU/msg streamkit / floor | 1.23 | ≤ 1.5 | met | — |" in page
+    # A comparison with a baseline also shows the floor's own ratio, and whether it misses.
+    assert (
+        "| burst: msgs/s streamkit / curl_cffi (no decode) | 1.33 | ≥ 1.2 | met "
+        "| 1.10 (misses it too) |"
+    ) in page
     assert "FAIL: 3 messages missing" in page
     assert note in page
     for name in svgs:
