@@ -12,6 +12,7 @@ from streamkit.simulator.venues.binance_usdm import BinanceUsdmAdapter
 from streamkit.simulator.venues.bitmex import BitmexAdapter
 from streamkit.simulator.venues.bybit import BybitAdapter
 from streamkit.simulator.venues.coinbase import CoinbaseAdapter
+from streamkit.simulator.venues.coinbase_advanced import CoinbaseAdvancedAdapter
 from streamkit.simulator.venues.deribit import DeribitAdapter
 from streamkit.simulator.venues.kraken import KrakenAdapter
 from streamkit.simulator.venues.okx import OkxAdapter
@@ -21,6 +22,7 @@ ADAPTERS: Final[dict[str, type[VenueAdapter]]] = {
     "kraken": KrakenAdapter,
     "bybit": BybitAdapter,
     "coinbase": CoinbaseAdapter,
+    "coinbase_advanced": CoinbaseAdvancedAdapter,
     "bitmex": BitmexAdapter,
     "deribit": DeribitAdapter,
     "binance_futures": BinanceUsdmAdapter,
