@@ -5,7 +5,8 @@ Per venue: a clean stream (connected, subscribed, normalized trades, a verified 
 monotonic ``seq`` and no false gap), a dropped connection (disconnected, reconnecting,
 connected, subscribed, data again), and the venue's book faults: a corrupted checksum (OKX,
 Kraken: the published book states are compared one by one with an independent replay of the
-captured frames) or a withheld update (venues with sequence chains, and BitMEX ids).
+captured frames) or a withheld update (venues with sequence chains, Coinbase Advanced Trade's
+per-connection ``sequence_num``, and BitMEX ids).
 Simulator time constants run 20x faster (``time_scale``) so the file takes seconds.
 """
 
@@ -115,6 +116,17 @@ VENUES = [
         ("SKL-BTC", "SKL-GBP"),
         "NU-GBP",
         "NU-GBP",
+    ),
+    # Advanced Trade: the captured book is the BTC-PERP-INTX perpetual's; trades and the
+    # ticker are BTC-USD's.
+    Venue(
+        "coinbase_advanced",
+        ("BTC-USDC-PERP", "BTC-USD"),
+        ("trades", "bbo", "l2_book", "ticker"),
+        ("BTC-USD",),
+        "BTC-USDC-PERP",
+        "BTC-PERP-INTX",
+        bbo_symbols=("BTC-USD",),
     ),
     Venue(
         "bitmex",
@@ -354,7 +366,8 @@ async def test_drop_reconnects_and_resubscribes(venue: Venue) -> None:
 
 
 @pytest.mark.parametrize(
-    "venue", venues("binance", "binance_futures", "bybit", "deribit", "bitmex")
+    "venue",
+    venues("binance", "binance_futures", "bybit", "deribit", "bitmex", "coinbase_advanced"),
 )
 async def test_gap_is_reported_and_book_resynced(venue: Venue) -> None:
     symbol = venue.book_symbol
@@ -366,7 +379,8 @@ async def test_gap_is_reported_and_book_resynced(venue: Venue) -> None:
         else:
             # Snapshot venues: arm the fault before the subscription, so the very first
             # update after the snapshot is the one withheld (BitMEX: an insert whose id a
-            # later delete names; Bybit/Deribit: the next u / prev_change_id breaks).
+            # later delete names; Bybit/Deribit: the next u / prev_change_id breaks;
+            # Coinbase Advanced Trade: the connection's sequence_num skips one).
             seen = await collect_until(sub, lambda rs: StatusEvent.CONNECTED in events(rs))
         assert sim.inject(Fault("gap", symbol=venue.sim_book_symbol)) == 1
 
