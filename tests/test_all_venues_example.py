@@ -1,4 +1,4 @@
-"""``examples/all_venues.yaml`` as a user runs it: the CLI in a subprocess, all eight venue
+"""``examples/all_venues.yaml`` as a user runs it: the CLI in a subprocess, all nine venue
 simulators, records from every exchange in the jsonl file."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ EXCHANGES = {
     "bybit",
     "kraken",
     "coinbase",
+    "coinbase_advanced",
     "bitmex",
     "deribit",
 }
@@ -36,7 +37,7 @@ def streamkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
 def test_all_venues_example_validates() -> None:
     result = streamkit("validate", str(EXAMPLE))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "8 feed(s)" in result.stdout
+    assert "9 feed(s)" in result.stdout
 
 
 def test_all_venues_example_streams_from_every_exchange(tmp_path: Path) -> None:

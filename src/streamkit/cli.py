@@ -110,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate", help="run the built-in exchange simulator")
     simulate.add_argument(
-        "--exchange", default="binance", help="protocol to speak (binance, okx, kraken, ...)"
+        "--exchange",
+        default="binance",
+        help="protocol to speak (binance, okx, kraken, coinbase_advanced, ...)",
     )
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=9000)

@@ -8,8 +8,9 @@ and gives tests a venue whose faults they control::
         snapshot_url = sim.rest_url + "/api/v3/depth?symbol=NKNUSDT&limit=1000"
         sim.inject(Fault("stall", seconds=1.0))
 
-Every other venue (OKX, Kraken v2, Bybit, Coinbase, BitMEX, Deribit, Binance USD-M) comes from
-``make_simulator("okx", rate=50)`` (see :mod:`.factory`, :mod:`.venue_server`, :mod:`.venues`).
+Every other venue (OKX, Kraken v2, Bybit, Coinbase, Coinbase Advanced Trade, BitMEX, Deribit,
+Binance USD-M) comes from ``make_simulator("okx", rate=50)`` (see :mod:`.factory`,
+:mod:`.venue_server`, :mod:`.venues`).
 
 See :mod:`.server` for endpoints and options, :mod:`.faults` for fault kinds, :mod:`.replay`
 for how captured frames are looped, and :mod:`.connection` for per-connection limits.
