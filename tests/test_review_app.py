@@ -5,14 +5,12 @@ a running App."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from certs import ca_and_server_context
 
 from streamkit.app import App
 from streamkit.config import parse_config
@@ -21,62 +19,10 @@ from streamkit.model import decode_json
 from streamkit.simulator import BinanceSimulator
 
 
-def _ca_and_server_context(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
-    """A private CA (``ca.pem``) and a server context with a certificate for 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    day = datetime.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "review CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - day)
-        .not_valid_after(now + day)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - day)
-        .not_valid_after(now + day)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, cert_path, key_path = (tmp_path / n for n in ("ca.pem", "srv.pem", "srv.key"))
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return ca_path, context
-
-
 @pytest.fixture
 async def https_rest(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     """An HTTPS endpoint signed by a private CA: (base URL, CA file)."""
-    ca_path, context = _ca_and_server_context(tmp_path)
+    ca_path, context = ca_and_server_context(tmp_path, ca_name="review CA")
 
     async def depth(request: web.Request) -> web.Response:
         return web.Response(body=b'{"ok":true}')

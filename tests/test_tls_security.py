@@ -4,16 +4,14 @@ logs or status records, loopback-only simulator, plugins loaded only through ent
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
-import ssl
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import structlog
+from certs import ca_and_server_context
 from faultkit import LeakCheck, collect_until, feed_yaml, has_after, make_app, statuses
 
 from streamkit import plugins
@@ -26,59 +24,6 @@ from streamkit.simulator.chaos import ChaosProxy
 ST = StatusEvent
 
 
-def make_ca_and_server_cert(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
-    """A private CA (written to ``ca.pem``) and a server context whose certificate for
-    127.0.0.1 that CA signed."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "streamkit test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path = tmp_path / "ca.pem"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path, key_path = tmp_path / "server.pem", tmp_path / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return ca_path, context
-
-
 @pytest.fixture
 async def sim() -> AsyncIterator[BinanceSimulator]:
     async with BinanceSimulator(rate=50.0, ping_interval=0.5) as simulator:
@@ -88,7 +33,7 @@ async def sim() -> AsyncIterator[BinanceSimulator]:
 @pytest.fixture
 async def tls(sim: BinanceSimulator, tmp_path: Path) -> AsyncIterator[tuple[ChaosProxy, Path]]:
     """The simulator behind a TLS-terminating proxy: (proxy, CA file)."""
-    ca_path, context = make_ca_and_server_cert(tmp_path)
+    ca_path, context = ca_and_server_context(tmp_path)
     async with ChaosProxy(sim.port, ssl_context=context) as proxy:
         yield proxy, ca_path
 

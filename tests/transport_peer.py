@@ -1,6 +1,6 @@
 """The peer the libcurl transports' tests talk to: a real aiohttp WebSocket server on
-127.0.0.1 whose routes each play one scenario, a self-signed certificate for its TLS mode,
-and the small helpers those tests share.
+127.0.0.1 whose routes each play one scenario, a self-signed certificate for its TLS mode
+(``write_self_signed_cert``, from tests/certs.py), and the small helpers those tests share.
 
 Both curl transports (``kind: curl_cffi`` and ``kind: curl``) face exactly this server, so
 a behaviour difference between them is a transport difference, never a peer difference.
@@ -9,8 +9,6 @@ a behaviour difference between them is a transport difference, never a peer diff
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import os
 import socket
@@ -18,11 +16,10 @@ import ssl
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TypeVar
 
-import pytest
 from aiohttp import WSMsgType, web
+from certs import write_self_signed_cert as write_self_signed_cert  # contract suite's import
 
 from streamkit.transport.base import Frame, Transport
 from streamkit.transport.options import TransportOptions
@@ -184,45 +181,6 @@ async def running(
         yield server
     finally:
         await server.stop()
-
-
-def write_self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, written as
-    ``cert.pem`` and ``key.pem`` under ``directory``; skips the test without
-    ``cryptography``."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def opts(**kwargs: object) -> TransportOptions:
