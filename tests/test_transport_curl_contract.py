@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from certs import write_self_signed_cert
 from transport_peer import (
     WsServer,
     free_port,
@@ -33,7 +34,6 @@ from transport_peer import (
     recv_n,
     running,
     wait_for_fds,
-    write_self_signed_cert,
 )
 
 from streamkit.errors import ConnectError, ConnectionClosed, MessageTooLarge, TransportError

@@ -1,6 +1,6 @@
 """The peer the libcurl transports' tests talk to: a real aiohttp WebSocket server on
-127.0.0.1 whose routes each play one scenario, a self-signed certificate for its TLS mode
-(``write_self_signed_cert``, from tests/certs.py), and the small helpers those tests share.
+127.0.0.1 whose routes each play one scenario (its TLS mode takes a certificate from
+tests/certs.py), and the small helpers those tests share.
 
 Both curl transports (``kind: curl_cffi`` and ``kind: curl``) face exactly this server, so
 a behaviour difference between them is a transport difference, never a peer difference.
@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from aiohttp import WSMsgType, web
-from certs import write_self_signed_cert as write_self_signed_cert  # contract suite's import
 
 from streamkit.transport.base import Frame, Transport
 from streamkit.transport.options import TransportOptions
