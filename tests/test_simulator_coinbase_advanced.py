@@ -14,19 +14,21 @@ import calendar
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from decimal import Decimal
 from importlib import resources
 from typing import Any
 
 import aiohttp
 import pytest
+from test_simulator_venues import client
+from test_simulator_venues import venue as venues_venue
 
 from streamkit.app import App
 from streamkit.channel import Subscription
 from streamkit.config import parse_config
 from streamkit.model import BBO, Book, Record, Status, StatusEvent, Ticker, Trade
-from streamkit.simulator import Fault, FaultError, VenueSimulator, make_simulator
+from streamkit.simulator import Fault, FaultError, VenueSimulator
 
 RECV_TIMEOUT = 5.0
 WITHIN = 20.0  # seconds any one wait may take before the test fails (never reached when green)
@@ -82,19 +84,9 @@ def levels(event: dict[str, Any], side: str) -> list[tuple[Decimal, Decimal]]:
 # ----------------------------------------------------------------------- wire harness
 
 
-@asynccontextmanager
-async def venue(**options: Any) -> AsyncIterator[VenueSimulator]:
-    options.setdefault("rate", 1000)
-    sim = make_simulator("coinbase_advanced", **options)
-    assert isinstance(sim, VenueSimulator)
-    async with sim:
-        yield sim
-
-
-@asynccontextmanager
-async def client(url: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    async with aiohttp.ClientSession() as http, http.ws_connect(url, autoping=True) as ws:
-        yield ws
+def venue(**options: Any) -> AbstractAsyncContextManager[VenueSimulator]:
+    """The Coinbase Advanced Trade simulator (the venue tests' helper, for this exchange)."""
+    return venues_venue("coinbase_advanced", **options)
 
 
 async def recv(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:

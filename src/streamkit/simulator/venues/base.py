@@ -70,6 +70,16 @@ def shift_checksum(frame: str, *, signed: bool) -> str | None:
     return frame[: match.start(1)] + str(value) + frame[match.end(1) :]
 
 
+def loop_position(step: int, size: int, loop_from: int) -> tuple[int, int]:
+    """``(loop, index)`` of replay step ``step`` over ``size`` frames: steps below ``size``
+    play every frame once (loop 0); later steps repeat frames ``loop_from..size-1`` in loops
+    1, 2, ..."""
+    if step < size:
+        return 0, step
+    later, offset = divmod(step - size, size - loop_from)
+    return later + 1, loop_from + offset
+
+
 class ReplaySource:
     """The captured frames answering one subscription topic, in file order, played in loops.
 
@@ -129,12 +139,7 @@ class ReplaySource:
 
     def frame(self, step: int) -> tuple[str, BookKind | None]:
         """The text of step ``step`` and its book kind."""
-        size = len(self.texts)
-        if step < size:
-            loop, index = 0, step
-        else:
-            later, offset = divmod(step - size, size - self.loop_from)
-            loop, index = later + 1, self.loop_from + offset
+        loop, index = loop_position(step, len(self.texts), self.loop_from)
         kind = self.book_kinds[index]
         if loop == 0 or not self._shifts:
             return self.texts[index], kind

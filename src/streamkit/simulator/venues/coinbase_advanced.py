@@ -64,6 +64,7 @@ from streamkit.simulator.venues.base import (
     VenueAdapter,
     VenueSimulatorHandle,
     load_rows,
+    loop_position,
 )
 
 SUBSCRIBE_DEADLINE: Final = 5.0
@@ -149,12 +150,7 @@ class AdvancedReplay:
 
     def frame(self, step: int) -> tuple[str, BookKind | None]:
         """The text of step ``step`` (captured ``sequence_num``) and its book kind."""
-        size = len(self.texts)
-        if step < size:
-            loop, index = 0, step
-        else:
-            later, offset = divmod(step - size, size - self.loop_from)
-            loop, index = later + 1, self.loop_from + offset
+        loop, index = loop_position(step, len(self.texts), self.loop_from)
         text = self.texts[index]
         if loop and self.span:
             shift = loop * self.span
