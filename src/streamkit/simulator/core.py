@@ -119,7 +119,6 @@ class BaseConnection(abc.ABC):
         combined: bool,
         max_incoming_per_second: int | None,
     ) -> None:
-        self._id = conn_id
         self.stats = ConnectionStats(id=conn_id, path=request.path_qs, combined=combined)
         self._ws = ws
         self._transport = request.transport
@@ -136,7 +135,7 @@ class BaseConnection(abc.ABC):
 
     @property
     def id(self) -> int:
-        return self._id
+        return self.stats.id
 
     # ----------------------------------------------------------------- lifecycle
 
