@@ -407,11 +407,12 @@ class ConnectionActor:
                 continue
             # Records only: what _dispatch does for them, inlined (this runs per batch).
             self._account(records)
-            self._publishing += 1
-            try:
-                await self.bus.publish_many(records)
-            finally:
-                self._publishing -= 1
+            if not self.bus.try_publish_many(records):  # a block subscriber may be full
+                self._publishing += 1
+                try:
+                    await self.bus.publish_many(records)
+                finally:
+                    self._publishing -= 1
             if self._published_ids is not None:
                 self._published_ids.update(_event_ids(records))
             records.clear()
