@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import msgspec
@@ -20,6 +20,7 @@ import msgspec
 from streamkit.feed import (
     ConnectionPlan,
     DecodeError,
+    DecodeFailed,
     Feed,
     FeedProtocol,
     Output,
@@ -29,6 +30,7 @@ from streamkit.feed import (
     chunked,
 )
 from streamkit.model import Candle, Status, StatusEvent, Trade
+from streamkit.transport.base import Frame
 from streamkit_binance import schemas
 from streamkit_binance.schemas import ErrorBody
 
@@ -116,6 +118,48 @@ class CombinedStreamProtocol(FeedProtocol):
                 if known is not None and type(payload) is known[2]:
                     known[0](known[1], payload, recv_ts, out)
                     return True
+        return self._on_untyped(data, recv_ts, out)
+
+    def on_frames(
+        self, frames: Sequence[Frame], recv_ts: int, out: Output, failed: DecodeFailed
+    ) -> bool:
+        """:meth:`on_message` for a batch, with the one-pass path's lookups done once per
+        batch instead of once per frame (about 0.15 µs a frame; a test holds it to
+        ``on_message``'s results frame by frame)."""
+        typed = self._typed
+        if typed is None:
+            return super().on_frames(frames, recv_ts, out, failed)
+        decode = typed.decode
+        route = self._typed_routes.get
+        untyped = self._on_untyped
+        saw_data = False
+        for frame in frames:
+            data = frame[0]
+            try:
+                env = decode(data)
+            except msgspec.DecodeError:
+                pass  # the generic path decides, as in on_message
+            else:
+                payload = env.data
+                known = route(env.stream) if payload is not None else None
+                if known is not None and type(payload) is known[2]:
+                    try:
+                        known[0](known[1], payload, recv_ts, out)
+                    except Exception as exc:
+                        failed(data, exc, out)
+                    else:
+                        saw_data = True
+                    continue
+            try:
+                if untyped(data, recv_ts, out):
+                    saw_data = True
+            except Exception as exc:
+                failed(data, exc, out)
+        return saw_data
+
+    def _on_untyped(self, data: bytes, recv_ts: int, out: Output) -> bool:
+        """The generic path: envelope first, then the payload (:meth:`decode_data`), acks,
+        venue errors and shutdown notices."""
         env = schemas.envelope_decoder.decode(data)
         stream = env.stream
         if stream is not None and env.data:
