@@ -587,3 +587,31 @@ async def test_whole_batches_wake_one_waiting_reader_per_record() -> None:
     assert len(pending) == 1  # the third reader still waits: no record for it
     assert bus.try_publish_many([trade(3)])
     assert ids([await asyncio.wait_for(pending.pop(), 1)]) == ["3"]
+
+
+def test_reader_asks_for_the_running_loop_once_per_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # asyncio.get_running_loop() costs a getpid system call; a reader waiting once per
+    # record (a paced stream) must not pay it per record. A new loop is still picked up.
+    calls = 0
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        nonlocal calls
+        calls += 1
+        return real()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    bus = Bus()
+    sub = bus.subscribe(maxsize=10)
+
+    async def read(n: int, first: int) -> list[str]:
+        got: list[str] = []
+        for i in range(n):
+            real().call_soon(bus.try_publish_many, [trade(first + i)])
+            got += ids(await sub.get_batch()) if i % 2 else ids([await sub.get()])
+        return got
+
+    assert asyncio.run(read(50, 0)) == [str(i) for i in range(50)]
+    assert calls == 1
+    assert asyncio.run(read(5, 50)) == [str(i) for i in range(50, 55)]  # another loop
+    assert calls == 2

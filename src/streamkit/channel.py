@@ -115,6 +115,7 @@ class Subscription:
         "_error_message",
         "_getters",
         "_latest",
+        "_loop",
         "_offer",
         "_open",
         "_putters",
@@ -151,6 +152,7 @@ class Subscription:
     _queue: deque[Record]
     _latest: OrderedDict[_ConflateKey, Record]
     _getters: deque[asyncio.Future[None]]
+    _loop: asyncio.AbstractEventLoop | None
     _putters: deque[tuple[asyncio.Future[None], Record]]
     _offer: Callable[[Record], bool]
 
@@ -187,6 +189,7 @@ class Subscription:
         # Conflation needs "replace in place" and "pop oldest", both O(1): an OrderedDict.
         self._latest = OrderedDict()
         self._getters = deque()  # consumers waiting for a record (wake-ups only)
+        self._loop = None  # the loop the reader waits on (see _new_waiter)
         self._putters = deque()  # block: publishers waiting for room, FIFO, with their record
         # True when every record published goes here: the bus then hands it whole batches.
         self.takes_everything = types is None and exchange == "*" and symbol == "*"
@@ -285,7 +288,7 @@ class Subscription:
             if not self._open:
                 self._raise_if_cut_off()
                 raise SubscriptionClosed(f"subscription {self.name!r} ended: {self.reason}")
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiter = self._new_waiter()
             self._getters.append(waiter)
             try:
                 await waiter
@@ -343,7 +346,7 @@ class Subscription:
             if not self._open:
                 self._raise_if_cut_off()
                 return None
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiter = self._new_waiter()
             self._getters.append(waiter)
             try:
                 await waiter
@@ -351,6 +354,19 @@ class Subscription:
                 self._abandon(waiter)
                 raise
         return self._take()
+
+    def _new_waiter(self) -> asyncio.Future[None]:
+        """A future for a reader to wait on, from the loop it waits in.
+
+        The loop is remembered while it runs, because ``asyncio.get_running_loop()`` costs
+        a ``getpid`` system call (CPython checks the loop was not inherited across a fork,
+        and glibc no longer caches the pid): on a paced stream the reader waits once per
+        record, so that was one system call per record. A subscription is read from one
+        loop at a time, like every asyncio object; a new running loop replaces the old."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.create_future()
 
     def _abandon(self, waiter: asyncio.Future[None]) -> None:
         """A reader awaiting ``waiter`` was cancelled: leave no dead waiter behind (think
