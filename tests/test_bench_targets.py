@@ -91,3 +91,23 @@ def test_printed_targets_say_when_the_floor_misses_too(
     run.print_targets(run.targets(rows, have_cryptofeed=False))
     line = next(x for x in capsys.readouterr().out.splitlines() if "curl_cffi (no decode)" in x)
     assert "[MISS]" in line and "floor in streamkit's place: 0.88, misses it too" in line
+
+
+def test_paced_ratios_say_which_clients_saturated_a_core(run: ModuleType) -> None:
+    # At 50k msg/s a client that needs a whole core reads more per wake-up the further it
+    # falls behind: its CPU/msg is capped at 1 core / rate, so the target says so.
+    rows = [
+        row("paced_50k", "streamkit", cpu_us_per_msg=19.7, cpu_pct=98.4),
+        row("paced_50k", "floor", cpu_us_per_msg=16.3, cpu_pct=81.6),
+        row("paced_50k", "curl_cffi", cpu_us_per_msg=19.7, cpu_pct=98.5),
+        row("paced_50k", "cryptofeed", cpu_us_per_msg=19.6, cpu_pct=94.0),
+    ]
+    t = by_name(run.targets(rows, have_cryptofeed=True))
+    assert t["paced 50k: CPU/msg curl_cffi / streamkit"]["note"].startswith(
+        "curl_cffi and streamkit used 95%+ of a core"
+    )
+    assert t["paced 50k: CPU/msg streamkit / floor"]["note"].startswith("streamkit used")
+    assert t["paced 50k: CPU/msg cryptofeed / streamkit"]["note"].startswith("streamkit used")
+    # below the line: no note
+    quiet = [{**r, "cpu_pct": 50.0} for r in rows]
+    assert all(not x["note"] for x in run.targets(quiet, have_cryptofeed=True)[:3])
