@@ -87,6 +87,67 @@ def test_filter_subjects() -> None:
     assert remote.stream("nats://x", [Trade, BBO], subject=t).subject == "md.*.*.*"
 
 
+class SwallowingFetch:
+    """A pull subscription whose fetch loses a cancel the way nats-py's does on CPython 3.11
+    (asyncio.wait_for returning the message that arrived as the cancel landed)."""
+
+    def __init__(self, msgs: list[object]) -> None:
+        self.msgs = msgs
+        self.calls = 0
+
+    async def fetch(self, batch: int, timeout: float) -> list[object]:  # noqa: ASYNC109 (nats-py's signature)
+        self.calls += 1
+        if self.calls > 1:
+            raise AssertionError("fetched again after the reader was cancelled")
+        try:
+            await asyncio.sleep(timeout)
+        except asyncio.CancelledError:
+            return self.msgs
+        return []
+
+
+async def test_a_cancel_lost_inside_fetch_still_ends_the_read() -> None:
+    rs = remote.stream("nats://x", Trade)
+    fetched = [object(), object()]
+    rs._nc, rs._psub = object(), SwallowingFetch(fetched)  # open() then does nothing
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await rs.__anext__()
+    assert rs._psub.calls == 1
+    # What the lost fetch returned is kept, for close() to hand back (nak) to the server.
+    assert list(rs._buffer) == fetched
+
+
+class SwallowingXread:
+    """A Redis client whose XREAD loses a cancel, as redis-py's does under a live stream."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def xread(self, positions: dict[bytes, bytes], count: int, block: int) -> object:
+        self.calls += 1
+        if self.calls > 1:
+            raise AssertionError("read again after the reader was cancelled")
+        try:
+            await asyncio.sleep(block / 1000)
+        except asyncio.CancelledError:
+            return [[b"md:trade:binance:BTC-USDT", [(b"7-0", {b"data": b"x"})]]]
+        return []
+
+
+async def test_a_cancel_lost_inside_xread_still_ends_the_read() -> None:
+    rs = remote.stream_redis("redis://x", Trade)
+    rs._client = SwallowingXread()
+    rs._positions = {b"md:trade:binance:BTC-USDT": b"5-0"}
+    rs._scanned_at = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await rs.__anext__()
+    assert rs._client.calls == 1
+    # The dropped reply moved no position: the next read asks for the same entries again.
+    assert rs._positions == {b"md:trade:binance:BTC-USDT": b"5-0"}
+
+
 async def test_typed_records_with_filters(jetstream: tuple[str, str]) -> None:
     name, prefix = jetstream
     btc, eth = trades(50, symbol="BTC-USDT"), trades(20, symbol="ETH-USDT")
