@@ -263,6 +263,11 @@ def fmt_value(v: float) -> str:
     return f"{v:.2f}" if v < 100 else f"{v:.1f}"
 
 
+def value_text(target: dict[str, Any]) -> str:
+    """A target's value as bench/run.py printed it (older results: two decimals)."""
+    return str(target.get("value_text") or cell(target.get("value"), ",.2f"))
+
+
 def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v))
 
@@ -287,7 +292,7 @@ def targets_paragraph(doc: dict[str, Any]) -> str:
 
     def names(ts: list[dict[str, Any]]) -> str:
         return "; ".join(
-            f"{t['target']} ({cell(t.get('value'), ',.2f')}, target {limit_text(t)})" for t in ts
+            f"{t['target']} ({value_text(t)}, target {limit_text(t)})" for t in ts
         )
 
     parts = [f"This run met {len(met)} of issue 5's {len(targets)} targets."]
@@ -329,7 +334,7 @@ def targets_table(doc: dict[str, Any]) -> list[str]:
         result = {True: "met", False: "**missed**", None: "not measured"}[t.get("met")]
         if t.get("note"):
             result += f" ({t['note']})"
-        value = cell(t.get("value"), ",.2f")
+        value = value_text(t)
         floor = "—" if t.get("floor") is None else cell(t["floor"], ",.2f")
         if t.get("floor_met") is False:
             floor += " (misses it too)"

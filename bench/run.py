@@ -353,12 +353,19 @@ def targets(rows: list[dict[str, Any]], have_cryptofeed: bool) -> list[dict[str,
         def meets(v: float) -> bool:
             return v <= limit if better == "low" else v >= limit
 
+        def value_text(v: float, met: bool) -> str:
+            # Two decimals, or three where two would print the limit itself beside a miss
+            # (1.504 against <= 1.5 reads "1.50, missed" otherwise).
+            text = f"{v:,.2f}"
+            return f"{v:,.3f}" if meets(float(text.replace(",", ""))) != met else text
+
         floor_met = None if floor is None else meets(floor)
         row = {"target": name, "limit": limit, "note": note, "floor": floor, "floor_met": floor_met}
         if value is None:
             out.append({**row, "value": None, "met": None, "note": note or "not measured"})
             return
-        out.append({**row, "value": value, "met": meets(value)})
+        met = meets(value)
+        out.append({**row, "value": value, "met": met, "value_text": value_text(value, met)})
 
     def get(s: str, c: str, k: str) -> float | None:
         r = by.get((s, c))
@@ -468,7 +475,7 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
     print("\nTargets (issue 5, ratios within this run):")
     for t in rows:
         status = "n/a " if t["met"] is None else ("MET " if t["met"] else "MISS")
-        value = "-" if t["value"] is None else f"{t['value']:,.2f}"
+        value = "-" if t["value"] is None else t.get("value_text") or f"{t['value']:,.2f}"
         cmp = (
             "<="
             if "streamkit / floor" in t["target"] or "CPU %" in t["target"] or "RSS" in t["target"]

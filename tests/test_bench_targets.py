@@ -111,3 +111,21 @@ def test_paced_ratios_say_which_clients_saturated_a_core(run: ModuleType) -> Non
     # below the line: no note
     quiet = [{**r, "cpu_pct": 50.0} for r in rows]
     assert all(not x["note"] for x in run.targets(quiet, have_cryptofeed=True)[:3])
+
+
+def test_a_near_miss_is_never_printed_as_the_limit(
+    run: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        row("paced_50k", "streamkit", cpu_us_per_msg=16.05, cpu_pct=80.0),
+        row("paced_50k", "floor", cpu_us_per_msg=10.67, cpu_pct=53.0),  # 1.504: a miss
+        row("burst_trades", "streamkit", msgs_per_s=412_000),
+        row("burst_trades", "curl_cffi", msgs_per_s=468_000),  # 0.880: plainly a miss
+    ]
+    t = by_name(run.targets(rows, have_cryptofeed=False))
+    near = t["paced 50k: CPU/msg streamkit / floor"]
+    assert near["met"] is False and near["value_text"] == "1.504"
+    assert t["burst: msgs/s streamkit / curl_cffi (no decode)"]["value_text"] == "0.88"
+    run.print_targets(list(t.values()))
+    line = next(x for x in capsys.readouterr().out.splitlines() if "streamkit / floor" in x)
+    assert "[MISS]" in line and " 1.504 " in line
