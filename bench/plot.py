@@ -291,9 +291,7 @@ def targets_paragraph(doc: dict[str, Any]) -> str:
     unmeasured = [t for t in targets if t.get("met") is None]
 
     def names(ts: list[dict[str, Any]]) -> str:
-        return "; ".join(
-            f"{t['target']} ({value_text(t)}, target {limit_text(t)})" for t in ts
-        )
+        return "; ".join(f"{t['target']} ({value_text(t)}, target {limit_text(t)})" for t in ts)
 
     parts = [f"This run met {len(met)} of issue 5's {len(targets)} targets."]
     if missed:
