@@ -1,7 +1,9 @@
 """Running streamkit's event loop: uvloop when it is installed, plain asyncio otherwise.
 
 uvloop is an optional extra (``pip install streamkit[fast]``): streamkit behaves the same on
-both loops, uvloop only makes the loop itself cheaper (fewer µs per wake-up). Set
+both loops, and uvloop makes the loop itself cheaper per wake-up, but not necessarily the
+whole pipeline: on the bench machine the burst pipeline was slower on it (see
+docs/benchmarks.md, "Runtime"), so measure with ``bench/run.py --loop uvloop``. Set
 ``STREAMKIT_LOOP=asyncio`` to force the standard loop (benchmarks compare against it), or
 ``STREAMKIT_LOOP=uvloop`` to require uvloop (an error if it is missing).
 """
