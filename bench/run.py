@@ -356,8 +356,7 @@ def targets(rows: list[dict[str, Any]], have_cryptofeed: bool) -> list[dict[str,
         def value_text(v: float, met: bool) -> str:
             # Two decimals, or three where two would print the limit itself beside a miss
             # (1.504 against <= 1.5 reads "1.50, missed" otherwise).
-            text = f"{v:,.2f}"
-            return f"{v:,.3f}" if meets(float(text.replace(",", ""))) != met else text
+            return f"{v:,.3f}" if meets(round(v, 2)) != met else f"{v:,.2f}"
 
         floor_met = None if floor is None else meets(floor)
         row = {"target": name, "limit": limit, "note": note, "floor": floor, "floor_met": floor_met}
@@ -475,7 +474,7 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
     print("\nTargets (issue 5, ratios within this run):")
     for t in rows:
         status = "n/a " if t["met"] is None else ("MET " if t["met"] else "MISS")
-        value = "-" if t["value"] is None else t.get("value_text") or f"{t['value']:,.2f}"
+        value = "-" if t["value"] is None else t["value_text"]
         cmp = (
             "<="
             if "streamkit / floor" in t["target"] or "CPU %" in t["target"] or "RSS" in t["target"]
