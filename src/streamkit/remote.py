@@ -122,6 +122,15 @@ def _raise_if_cancel_was_swallowed(before: int) -> None:
         raise asyncio.CancelledError
 
 
+async def _nak_applied(nc: Any, msg: Any) -> None:
+    """NAK ``msg`` and wait until the server has applied it (it answers a NAK sent as a
+    request once it has). A server that does not answer leaves it a plain NAK."""
+    import nats.errors
+
+    with contextlib.suppress(nats.errors.TimeoutError):
+        await nc.request(msg.reply, b"-NAK", timeout=2)
+
+
 class RemoteStream:
     """An async iterator of records from a JetStream stream; see the module docstring."""
 
@@ -181,12 +190,19 @@ class RemoteStream:
         if nc is None:
             return
         try:
+            unread = list(self._buffer)
+            self._buffer.clear()
             if self._last is not None:
                 # Not acknowledged means "give it to the next reader now", not after ack_wait.
-                await (self._last.ack() if ack_last else self._last.nak())
+                if ack_last:
+                    await self._last.ack()
+                else:
+                    unread.insert(0, self._last)
             self._last = None
-            while self._buffer:
-                await self._buffer.popleft().nak()
+            # Each NAK as a request: the server answers once it has applied it. A plain NAK
+            # is applied later, so a reader opening this durable consumer right after us
+            # could be served newer records first (seen in CI: 174 before 110).
+            await asyncio.gather(*(_nak_applied(nc, m) for m in unread))
             await nc.flush(timeout=5)
             with contextlib.suppress(Exception):
                 await self._psub.unsubscribe()
